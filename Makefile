@@ -1,0 +1,36 @@
+# The two commands of the README: `make run` and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+
+.PHONY: run test test-fast lint bench clean
+
+# Re-install whenever pyproject.toml changes; the stamp records what was installed.
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/mnist-lab-data
+	$(BIN)/mnist-lab
+
+test: $(BIN)/.installed-dev
+	$(BIN)/python -m pytest
+
+test-fast: $(BIN)/.installed-dev
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(BIN)/.installed-dev
+	$(BIN)/ruff check mnist_lab tests
+	$(BIN)/ruff format --check mnist_lab tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
