@@ -1,0 +1,66 @@
+"""TensorFlow, imported quietly, and the per-job runtime setup (seeds, determinism, threads).
+
+Import this module before anything that imports TensorFlow or Keras.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from omegaconf import DictConfig
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the duration.
+
+    TensorFlow's shared libraries log a few lines (oneDNN, CUDA stubs, absl) from C++ while
+    they load, before TF_CPP_MIN_LOG_LEVEL is read, and each appears twice. Python-level
+    errors are unaffected: they are raised, and printed after the descriptor is restored.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+with _native_stderr_silenced():
+    import keras
+    import tensorflow as tf
+
+    tf.constant(0)  # the runtime logs once more on first use; do it while silenced
+
+# absl's Python logger would otherwise print TensorFlow's Python warnings a second time.
+logging.getLogger("absl").setLevel(logging.ERROR)
+tf.get_logger().setLevel(logging.ERROR)
+
+
+def configure_tensorflow(cfg: DictConfig) -> None:
+    """Seeds, determinism and threads. Called at the start of every job (sweeps share a process)."""
+    keras.backend.clear_session()  # no state leaks from a previous job in the same process
+    keras.utils.set_random_seed(cfg.seed)  # Python, NumPy and TensorFlow
+    if cfg.trainer.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    # Thread pools can only be set before TensorFlow starts its runtime; later jobs of a sweep
+    # in the same process keep the first job's setting.
+    try:
+        if cfg.trainer.intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(cfg.trainer.intra_op_threads)
+        if cfg.trainer.inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(cfg.trainer.inter_op_threads)
+    except RuntimeError:
+        log.warning("thread settings ignored: TensorFlow was already initialised in this process")

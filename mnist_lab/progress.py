@@ -1,0 +1,96 @@
+"""Live progress: a rich bar on a terminal, plain log lines at each evaluation everywhere."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+
+from mnist_lab.backend import keras
+from mnist_lab.callbacks import EvalRecord
+from mnist_lab.console import console
+
+log = logging.getLogger("mnist_lab.train")
+
+# Redraw at most this often: reading the loss forces a sync, so not on every step.
+REFRESH_SECONDS = 0.25
+
+
+class Progress(keras.callbacks.Callback):
+    """Shows step, loss, validation precision, examples/s and ETA; measures training time."""
+
+    def __init__(self, total_steps: int, batch_size: int, start_step: int = 0) -> None:
+        super().__init__()
+        self.total_steps = total_steps
+        self.batch_size = batch_size
+        self.start_step = start_step
+        self.train_seconds = 0.0
+        self._started = 0.0
+        self._last_draw = 0.0
+        self._val = "-"
+        self._bar: RichProgress | None = None
+        self._task = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+        if console.is_terminal:
+            self._bar = RichProgress(
+                TextColumn("step"),
+                MofNCompleteColumn(),
+                BarColumn(),
+                TextColumn("loss {task.fields[loss]}  val {task.fields[val]}  {task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
+            )
+            self._task = self._bar.add_task(
+                "train",
+                total=self.total_steps,
+                completed=self.start_step,
+                loss="-",
+                val="-",
+                rate="",
+            )
+            self._bar.start()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self._bar is None:
+            return
+        now = time.perf_counter()
+        if now - self._last_draw < REFRESH_SECONDS:
+            return
+        self._last_draw = now
+        step = self.start_step + batch + 1
+        done = step - self.start_step
+        rate = done * self.batch_size / max(now - self._started, 1e-9)
+        self._bar.update(
+            self._task,
+            completed=step,
+            loss=f"{(logs or {}).get('loss', float('nan')):.4f}",
+            val=self._val,
+            rate=f"{rate:,.0f} ex/s",
+        )
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.train_seconds = time.perf_counter() - self._started
+        if self._bar is not None:
+            self._bar.stop()
+
+    def on_evaluation(self, record: EvalRecord) -> None:
+        precision = record.validation.precision
+        self._val = "-" if precision is None else f"{precision:.4f}"
+        done = record.step - self.start_step
+        rate = done * self.batch_size / max(time.perf_counter() - self._started, 1e-9)
+        log.info(
+            "step %d/%d: loss %.4f, train precision %.4f, validation precision %s, "
+            "lr %.3g, %s ex/s",
+            record.step,
+            self.total_steps,
+            record.train_loss,
+            record.train_precision,
+            self._val,
+            record.learning_rate,
+            f"{rate:,.0f}",
+        )
