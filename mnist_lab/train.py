@@ -49,6 +49,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Train, evaluate on all three splits, write ``metrics.json``; return the metrics."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     configure_tensorflow(cfg)
     t = cfg.trainer
 

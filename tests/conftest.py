@@ -23,6 +23,8 @@ TINY = [
     "trainer.steps=60",
     "trainer.eval_every=30",
     "trainer.checkpoint_every=30",
+    "optimizer.schedule.warmup_steps=5",
+    "optimizer.lr=0.003",
 ]
 
 

@@ -1,0 +1,114 @@
+"""The loop on the synthetic set: every model and optimizer, determinism, divergence."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from mnist_lab.config import GROUP_OPTIONS
+from mnist_lab.errors import DivergedError
+from mnist_lab.train import train
+from tests.conftest import TINY, compose_config, run_cli
+
+SMALL_CNN = ["model=cnn", "model.filters=[8,16]", "model.dense_units=32"]
+
+
+def _check_metrics(metrics: dict, steps: int) -> None:
+    assert metrics["step"] == steps
+    for split, n in (("train", 2500), ("validation", 500), ("test", 1000)):
+        part = metrics[split]
+        assert part["num_examples"] == n
+        assert 0 <= part["num_correct"] <= n
+        assert part["precision"] == pytest.approx(part["num_correct"] / n)
+    assert metrics["train_examples_per_second"] > 0
+    assert metrics["wall_seconds"] > 0
+
+
+@pytest.mark.parametrize("model", [["model=softmax"], ["model=mlp"], SMALL_CNN])
+def test_each_model_learns_the_fake_set(tmp_path: Path, model: list[str]) -> None:
+    metrics = train(compose_config([*TINY, *model]), tmp_path)
+    _check_metrics(metrics, steps=60)
+    assert metrics["test"]["precision"] > 0.9
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["test"] == metrics["test"]
+
+
+@pytest.mark.parametrize("optimizer", sorted(GROUP_OPTIONS["optimizer"]))
+def test_each_optimizer_trains(tmp_path: Path, optimizer: str) -> None:
+    lr = {"sgd": 0.1, "momentum": 0.05, "adagrad": 0.1}.get(optimizer, 0.003)
+    cfg = compose_config([*TINY, "model=mlp", f"optimizer={optimizer}", f"optimizer.lr={lr}"])
+    metrics = train(cfg, tmp_path)
+    _check_metrics(metrics, steps=60)
+    assert metrics["validation"]["precision"] > 0.5
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        ["optimizer.schedule.name=constant", "optimizer.schedule.warmup_steps=10"],
+        ["optimizer.schedule.name=exponential", "optimizer.schedule.decay_steps=20"],
+        ["optimizer.schedule.name=cosine", "optimizer.schedule.warmup_steps=0"],
+    ],
+)
+def test_schedules(tmp_path: Path, schedule: list[str]) -> None:
+    metrics = train(compose_config([*TINY, "model=softmax", *schedule]), tmp_path)
+    assert metrics["test"]["precision"] > 0.8
+
+
+def test_steps_not_a_multiple_of_eval_every(tmp_path: Path) -> None:
+    cfg = compose_config([*TINY, "model=softmax", "trainer.steps=25", "trainer.eval_every=10"])
+    assert train(cfg, tmp_path)["step"] == 25
+
+
+def test_train_limit_and_no_validation(tmp_path: Path) -> None:
+    cfg = compose_config(
+        [*TINY, "model=softmax", "data.train_limit=100", "data.validation_size=0"]
+    )
+    metrics = train(cfg, tmp_path)
+    assert metrics["train"]["num_examples"] == 100
+    assert metrics["validation"] == {
+        "num_examples": 0, "num_correct": 0, "precision": None, "loss": None,
+    }
+
+
+def test_same_seed_same_metrics_other_seed_differs(tmp_path: Path) -> None:
+    overrides = [*TINY, *SMALL_CNN, "trainer.deterministic=true"]
+    first = train(compose_config([*overrides, "seed=0"]), tmp_path / "a")
+    second = train(compose_config([*overrides, "seed=0"]), tmp_path / "b")
+    other = train(compose_config([*overrides, "seed=1"]), tmp_path / "c")
+    for split in ("train", "validation", "test"):
+        assert first[split] == second[split]
+    assert any(first[s]["loss"] != other[s]["loss"] for s in ("train", "validation", "test"))
+
+
+def test_divergence_stops_with_a_clear_error(tmp_path: Path) -> None:
+    cfg = compose_config([*TINY, "model=mlp", "optimizer=sgd", "optimizer.lr=1e6"])
+    with pytest.raises(DivergedError, match=r"diverged at step \d+") as info:
+        train(cfg, tmp_path)
+    assert "optimizer.lr" in str(info.value)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_cli_run_writes_the_contract_layout(tmp_path: Path) -> None:
+    result = run_cli([*TINY, "model=softmax"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "outputs").glob("*/*")
+    for name in ("metrics.json", ".hydra", "mnist-lab.log"):
+        assert (run_dir / name).exists(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("step", "train", "validation", "test", "train_examples_per_second"):
+        assert key in metrics
+    assert math.isfinite(metrics["wall_seconds"])
+    assert "precision@1" in result.stdout  # the report table
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_divergence_exits_non_zero_with_one_line(tmp_path: Path) -> None:
+    result = run_cli([*TINY, "model=mlp", "optimizer=sgd", "optimizer.lr=1e6"], cwd=tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "diverged at step" in errors[0]
+    assert "Traceback" not in result.stderr
