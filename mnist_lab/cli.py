@@ -6,13 +6,17 @@ so ``--help``, ``--cfg job`` and config errors answer in about a second.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -20,16 +24,59 @@ from mnist_lab.config import register_configs, validate
 from mnist_lab.console import error_line
 from mnist_lab.errors import EXIT_USER_ERROR, UserError
 
+log = logging.getLogger("mnist_lab")
+
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """One Hydra job: a validated config in, the run's metrics out."""
+def run(cfg: DictConfig) -> Any:
+    """One Hydra job: a validated config in, the run's metrics (or the swept metric) out."""
     validate(cfg)
-    from mnist_lab.train import train  # TensorFlow is heavy: import it only for real work
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        metrics = sweep_job(cfg, run_dir)
+    else:
+        metrics = train(cfg, run_dir)
+    return objective(cfg, metrics)
 
-    return train(cfg, run_dir=HydraConfig.get().runtime.output_dir)
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    from mnist_lab.train import train as train_run  # TensorFlow is heavy: only for real work
+
+    return train_run(cfg, run_dir)
+
+
+def sweep_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """A job of a sweep: skip it if it already finished, and never let it stop the others.
+
+    A failure is logged and written to ``error.json`` in the job's directory, where the sweep
+    summary finds it; the sweep still runs its other jobs and exits non-zero at the end.
+    """
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.exists():
+        log.info("already finished, skipping: %s", metrics_file)
+        return json.loads(metrics_file.read_text())
+    try:
+        return train(cfg, run_dir)
+    except Exception as ex:
+        if isinstance(ex, UserError):
+            log.error("job failed: %s", ex)
+        else:
+            log.exception("job failed: %s", ex)
+        error = {"error": " ".join(str(ex).split()), "type": type(ex).__name__}
+        (run_dir / "error.json").write_text(json.dumps(error) + "\n")
+        return None
+
+
+def objective(cfg: DictConfig, metrics: dict[str, Any] | None) -> Any:
+    """What Hydra's sweeper sees: the whole metrics, or one number to optimise."""
+    if cfg.optimized_metric is None:
+        return metrics
+    if metrics is None:
+        return float("nan")  # a failed trial; Optuna records it as failed
+    split, _, name = cfg.optimized_metric.partition(".")
+    return metrics[split][name]
 
 
 # OmegaConf's detail lines: the message above them already names the key.
@@ -38,7 +85,7 @@ _NOISE = ("full_key:", "reference_type", "object_type")
 
 def _one_line(ex: BaseException) -> str:
     """Squeeze Hydra's and OmegaConf's multi-line messages into one readable line."""
-    parts = []
+    parts: list[str] = []
     for e in (ex, ex.__cause__):
         if e is None or (parts and str(e) in parts[0]):
             continue
@@ -46,8 +93,7 @@ def _one_line(ex: BaseException) -> str:
         keep = [
             line.strip().rstrip(".")
             for line in text.splitlines()
-            if line.strip()
-            and not line.strip().startswith(("full_key:", "reference_type", "object_type"))
+            if line.strip() and not line.strip().startswith(_NOISE)
         ]
         parts.append(" ".join(keep))
     return ": ".join(parts)

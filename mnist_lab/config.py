@@ -183,6 +183,9 @@ class Config:
     trainer: Any = MISSING
     # Seeds Python, NumPy, TensorFlow and the data order. 0 is a seed like any other.
     seed: int = 0
+    # What a run returns to Hydra's sweeper, e.g. "validation.precision" for Optuna;
+    # null returns the whole metrics dict.
+    optimized_metric: str | None = None
 
 
 # The options of each config group. They live in the ConfigStore rather than in YAML files so
@@ -292,6 +295,15 @@ def validate(cfg: DictConfig) -> None:
             "model.activation",
             m.activation,
             f"one of {', '.join(MODEL_ACTIVATIONS)}",
+        )
+
+    if cfg.optimized_metric is not None:
+        split, _, name = cfg.optimized_metric.partition(".")
+        _check(
+            split in ("train", "validation") and name in ("precision", "loss"),
+            "optimized_metric",
+            cfg.optimized_metric,
+            "null or <train|validation>.<precision|loss> (the test split is never for selection)",
         )
 
     d = cfg.data
