@@ -1,0 +1,273 @@
+"""mnist-lab's benchmark: throughput against plain Keras, time to accuracy, start-up, sweeps.
+
+Runs everything in one go on this machine, prints a table and writes JSON:
+
+    .venv/bin/python benchmarks/bench.py                  # everything (about 10 minutes)
+    .venv/bin/python benchmarks/bench.py --only startup   # one part: throughput, accuracy,
+                                                          # startup, sweep
+
+mnist-lab is always run through its real CLI, with summaries and checkpoints on, exactly as a
+user runs it. The plain-Keras baseline is the script a user would write: the same model,
+batch size, steps and data, fed to ``model.fit`` from NumPy arrays scaled to float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MNIST_LAB = str(BIN / "mnist-lab")
+
+# model -> (overrides for mnist-lab, batch size, steps). Batch sizes are the tutorials'.
+THROUGHPUT_CASES = {
+    "softmax": (["model=softmax", "optimizer=sgd", "optimizer.lr=0.5"], 100, 2000),
+    "mlp": (["model=mlp", "optimizer=sgd", "optimizer.lr=0.01"], 100, 2000),
+    "cnn": (["model=cnn"], 128, 300),
+}
+
+# The baseline, as a separate process so both sides pay the same start-up and neither
+# benefits from the other's warm caches.
+BASELINE = r"""
+import json, os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np, keras
+from keras import layers
+from mnist_lab.data import load_dataset
+from omegaconf import OmegaConf
+
+name, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data = load_dataset(OmegaConf.create({"name": "mnist", "dir": None, "validation_size": 5000,
+                                      "train_limit": None, "download": True}))
+x = data.train.images.astype("float32") / 255.0
+y = data.train.labels
+keras.utils.set_random_seed(0)
+model = keras.Sequential([keras.Input((28, 28))])
+if name == "cnn":
+    model.add(layers.Reshape((28, 28, 1)))
+    for f in (32, 64):
+        model.add(layers.Conv2D(f, 5, padding="same", activation="relu"))
+        model.add(layers.MaxPooling2D())
+    model.add(layers.Flatten())
+    model.add(layers.Dense(1024, activation="relu"))
+    model.add(layers.Dropout(0.5))
+else:
+    model.add(layers.Flatten())
+    if name == "mlp":
+        model.add(layers.Dense(128, activation="relu"))
+        model.add(layers.Dense(32, activation="relu"))
+model.add(layers.Dense(10))
+opt = keras.optimizers.Adam(1e-3) if name == "cnn" else keras.optimizers.SGD(0.1)
+model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              metrics=["accuracy"])
+
+class Timer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None): self.t = time.perf_counter()
+    def on_train_end(self, logs=None): self.seconds = time.perf_counter() - self.t
+
+timer = Timer()
+per_epoch = len(x) // batch
+epochs = -(-steps // per_epoch)
+model.fit(x, y, batch_size=batch, epochs=epochs, steps_per_epoch=min(steps, per_epoch),
+          verbose=0, callbacks=[timer])
+done = epochs * min(steps, per_epoch)
+print(json.dumps({"examples_per_second": done * batch / timer.seconds, "steps": done}))
+"""
+
+
+def run(args: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
+    started = time.perf_counter()
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    return time.perf_counter() - started, result
+
+
+def mnist_lab(overrides: list[str], workdir: Path, name: str) -> dict:
+    run_dir = workdir / name
+    seconds, result = run([MNIST_LAB, *overrides, f"hydra.run.dir={run_dir}"], workdir)
+    if result.returncode != 0:
+        raise RuntimeError(f"mnist-lab {overrides} failed:\n{result.stderr[-2000:]}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["process_seconds"] = seconds
+    return metrics
+
+
+def cnn_flops_per_image() -> int:
+    """Multiply-adds x2 of one forward pass of the default (Deep MNIST) CNN."""
+    conv1 = 28 * 28 * 32 * (5 * 5 * 1)
+    conv2 = 14 * 14 * 64 * (5 * 5 * 32)
+    dense = 7 * 7 * 64 * 1024 + 1024 * 10
+    return 2 * (conv1 + conv2 + dense)
+
+
+def bench_throughput(workdir: Path) -> dict:
+    out = {}
+    for name, (overrides, batch, steps) in THROUGHPUT_CASES.items():
+        every = max(steps // 4, 1)
+        ours = mnist_lab(
+            [
+                *overrides,
+                f"trainer.batch_size={batch}",
+                f"trainer.steps={steps}",
+                f"trainer.eval_every={every}",
+                f"trainer.checkpoint_every={every}",
+                "optimizer.schedule.name=constant",
+                "optimizer.schedule.warmup_steps=0",
+            ],
+            workdir,
+            f"throughput-{name}",
+        )
+        _, base = run([sys.executable, "-c", BASELINE, name, str(batch), str(steps)], workdir)
+        if base.returncode != 0:
+            raise RuntimeError(f"baseline {name} failed:\n{base.stderr[-2000:]}")
+        baseline = json.loads(base.stdout.strip().splitlines()[-1])
+        out[name] = {
+            "batch_size": batch,
+            "steps": steps,
+            "mnist_lab_examples_per_second": ours["train_examples_per_second"],
+            "keras_fit_examples_per_second": baseline["examples_per_second"],
+            "ratio": ours["train_examples_per_second"] / baseline["examples_per_second"],
+        }
+        if name == "cnn":
+            # Training costs about 3x the forward pass (forward, and two matmuls backward).
+            flops = 3 * cnn_flops_per_image()
+            out[name]["train_flops_per_image"] = flops
+            out[name]["achieved_gflops"] = ours["train_examples_per_second"] * flops / 1e9
+    return out
+
+
+def bench_accuracy(workdir: Path) -> dict:
+    out = {}
+    for name, overrides in (
+        ("cnn_fast", ["experiment=cnn_fast"]),
+        ("default", []),
+        ("softmax_tutorial", ["experiment=softmax_tutorial"]),
+    ):
+        m = mnist_lab(overrides, workdir, f"accuracy-{name}")
+        steps = m["step"]
+        batch = {"cnn_fast": 128, "default": 128, "softmax_tutorial": 100}[name]
+        out[name] = {
+            "test_precision": m["test"]["precision"],
+            "validation_precision": m["validation"]["precision"],
+            "train_seconds": steps * batch / m["train_examples_per_second"],
+            "run_wall_seconds": m["wall_seconds"],
+            "process_seconds": m["process_seconds"],
+        }
+    return out
+
+
+def bench_startup(workdir: Path, repeats: int = 5) -> dict:
+    out = {}
+    for name, args in (
+        ("help", ["--help"]),
+        ("config_error", ["optimizer.lr=-1"]),
+        ("cfg_job", ["--cfg", "job"]),
+    ):
+        times = [run([MNIST_LAB, *args], workdir)[0] for _ in range(repeats)]
+        out[name] = {"median_seconds": statistics.median(times), "max_seconds": max(times)}
+    return out
+
+
+def bench_sweep(workdir: Path, jobs: int = 4) -> dict:
+    tiny = [
+        "data=fake",
+        "model=softmax",
+        "trainer.steps=50",
+        "trainer.eval_every=25",
+        "trainer.batch_size=32",
+    ]
+    single = mnist_lab(tiny, workdir, "sweep-single")
+    seeds = ",".join(str(i) for i in range(jobs))
+    sweep_dir = workdir / "sweep"
+    seconds, result = run(
+        [MNIST_LAB, "-m", *tiny, f"seed={seeds}", f"hydra.sweep.dir={sweep_dir}"], workdir
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"sweep failed:\n{result.stderr[-2000:]}")
+    job_walls = [
+        json.loads((sweep_dir / str(i) / "metrics.json").read_text())["wall_seconds"]
+        for i in range(jobs)
+    ]
+    return {
+        "jobs": jobs,
+        "single_run_process_seconds": single["process_seconds"],
+        "single_run_wall_seconds": single["wall_seconds"],
+        "sweep_process_seconds": seconds,
+        "mean_job_wall_seconds": statistics.mean(job_walls),
+        # What a sweep adds per job beyond the job's own work (start-up is paid once).
+        "overhead_per_job_seconds": (seconds - sum(job_walls)) / jobs,
+    }
+
+
+def machine() -> dict:
+    import tensorflow as tf
+
+    cpu = ""
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "platform": platform.platform(),
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+    }
+
+
+PARTS = {
+    "throughput": bench_throughput,
+    "accuracy": bench_accuracy,
+    "startup": bench_startup,
+    "sweep": bench_sweep,
+}
+
+
+def print_table(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="mnist-lab benchmark")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for part, values in results.items():
+        if part == "machine":
+            continue
+        for name, fields in values.items():
+            if isinstance(fields, dict):
+                for key, value in fields.items():
+                    shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
+                    table.add_row(f"{part}.{name}.{key}", shown)
+            else:
+                table.add_row(f"{part}.{name}", str(fields))
+    Console().print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(PARTS), action="append")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results.json")
+    args = parser.parse_args()
+    results: dict = {"machine": machine()}
+    with tempfile.TemporaryDirectory(prefix="mnist-lab-bench-") as tmp:
+        for part in args.only or list(PARTS):
+            results[part] = PARTS[part](Path(tmp))
+            print(f"{part}: done", file=sys.stderr, flush=True)
+    print_table(results)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written: {args.output}")
+
+
+if __name__ == "__main__":
+    main()
