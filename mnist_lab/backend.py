@@ -42,6 +42,12 @@ with _native_stderr_silenced():
     import keras
     import tensorflow as tf
 
+    # Listing devices is where a CPU-only machine logs its failed CUDA probe: keep it quiet.
+    GPUS = tf.config.list_physical_devices("GPU")
+    # Several jobs may share a GPU (a sweep, a notebook beside a run): take memory as needed
+    # instead of all of it up front. Must happen before the runtime starts.
+    for gpu in GPUS:
+        tf.config.experimental.set_memory_growth(gpu, True)
     tf.constant(0)  # the runtime logs once more on first use; do it while silenced
 
 # absl's Python logger would otherwise print TensorFlow's Python warnings a second time.
@@ -55,6 +61,11 @@ def configure_tensorflow(cfg: DictConfig) -> None:
     keras.utils.set_random_seed(cfg.seed)  # Python, NumPy and TensorFlow
     if cfg.trainer.deterministic:
         tf.config.experimental.enable_op_determinism()
+    # float16 compute pays off only on a GPU's tensor cores; on a CPU it is slower.
+    if cfg.trainer.mixed_precision and not GPUS:
+        log.warning("trainer.mixed_precision ignored: no GPU found")
+    policy = "mixed_float16" if cfg.trainer.mixed_precision and GPUS else "float32"
+    keras.mixed_precision.set_global_policy(policy)
     # Thread pools can only be set before TensorFlow starts its runtime; later jobs of a sweep
     # in the same process keep the first job's setting.
     try:

@@ -163,6 +163,8 @@ class TrainerConfig:
     eval_batch_size: int = 1000
     # Turns on TensorFlow's op determinism (slower, bit-identical reruns).
     deterministic: bool = False
+    # float16 compute with float32 weights, on a GPU only (ignored with a warning on a CPU).
+    mixed_precision: bool = False
     # Keras runs this many steps per compiled call: fewer Python round trips.
     steps_per_execution: int = 1
     # Summaries to TensorBoard; histograms and images are written at each evaluation.
@@ -244,6 +246,12 @@ def validate(cfg: DictConfig) -> None:
     _check(t.keep_checkpoints >= 1, "trainer.keep_checkpoints", t.keep_checkpoints, ">= 1")
     _check(t.eval_batch_size >= 1, "trainer.eval_batch_size", t.eval_batch_size, ">= 1")
     _check(t.steps_per_execution >= 1, "trainer.steps_per_execution", t.steps_per_execution, ">= 1")
+    _check(
+        t.steps % t.steps_per_execution == 0,
+        "trainer.steps_per_execution",
+        t.steps_per_execution,
+        f"a divisor of trainer.steps ({t.steps})",
+    )
     _check(t.intra_op_threads >= 0, "trainer.intra_op_threads", t.intra_op_threads, ">= 0")
     _check(t.inter_op_threads >= 0, "trainer.inter_op_threads", t.inter_op_threads, ">= 0")
 

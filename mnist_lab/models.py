@@ -2,7 +2,8 @@
 
 Every model takes raw uint8 28x28 images and normalises them in the graph, so the data
 pipeline stays uint8 (4x less memory traffic) and an exported model accepts raw digits.
-All models output logits for the 10 classes.
+All models output float32 logits for the 10 classes (float32 even under mixed precision,
+so the softmax and the loss stay numerically safe).
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ def softmax_regression(cfg: DictConfig) -> keras.Model:
     images, x = _inputs()
     x = layers.Flatten()(x)
     logits = layers.Dense(
-        NUM_CLASSES, kernel_initializer=_initializer(cfg.kernel_initializer), name="logits"
+        NUM_CLASSES,
+        kernel_initializer=_initializer(cfg.kernel_initializer),
+        name="logits",
+        dtype="float32",
     )(x)
     return keras.Model(images, logits, name="softmax")
 
@@ -51,7 +55,10 @@ def mlp(cfg: DictConfig) -> keras.Model:
         if cfg.dropout > 0:
             x = layers.Dropout(cfg.dropout)(x)
     logits = layers.Dense(
-        NUM_CLASSES, kernel_initializer=_initializer(cfg.kernel_initializer), name="logits"
+        NUM_CLASSES,
+        kernel_initializer=_initializer(cfg.kernel_initializer),
+        name="logits",
+        dtype="float32",
     )(x)
     return keras.Model(images, logits, name="mlp")
 
@@ -90,7 +97,7 @@ def cnn(cfg: DictConfig) -> keras.Model:
         )(x)
     if cfg.dropout > 0:
         x = layers.Dropout(cfg.dropout)(x)
-    logits = layers.Dense(NUM_CLASSES, kernel_initializer=init, name="logits")(x)
+    logits = layers.Dense(NUM_CLASSES, kernel_initializer=init, name="logits", dtype="float32")(x)
     return keras.Model(images, logits, name="cnn")
 
 
