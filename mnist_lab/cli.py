@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from mnist_lab.config import register_configs, validate
-from mnist_lab.console import error_line
+from mnist_lab.console import FILE_ONLY, error_line
 from mnist_lab.errors import EXIT_USER_ERROR, UserError
 
 log = logging.getLogger("mnist_lab")
@@ -35,10 +35,15 @@ def run(cfg: DictConfig) -> Any:
     validate(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if HydraConfig.get().mode == RunMode.MULTIRUN:
-        metrics = sweep_job(cfg, run_dir)
-    else:
-        metrics = train(cfg, run_dir)
-    return objective(cfg, metrics)
+        return objective(cfg, sweep_job(cfg, run_dir))
+    try:
+        return objective(cfg, train(cfg, run_dir))
+    except UserError as ex:
+        # Report it here: Hydra would first add its own "Error executing job" line, and the
+        # message belongs in the run's log file too. SystemExit passes through Hydra untouched.
+        log.error("%s", ex, extra=FILE_ONLY)
+        error_line(str(ex))
+        raise SystemExit(EXIT_USER_ERROR) from None
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

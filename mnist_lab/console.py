@@ -10,6 +10,10 @@ from rich.logging import RichHandler
 
 console = Console(highlight=False)
 
+# ``log.error(..., extra=FILE_ONLY)``: for the run's log file only, when the same message is
+# shown on the console another way (the one-line ``error:`` on stderr).
+FILE_ONLY = {"file_only": True}
+
 
 class RichLogHandler(RichHandler):
     """Hydra's console log handler (see conf/hydra/job_logging/rich.yaml).
@@ -23,6 +27,8 @@ class RichLogHandler(RichHandler):
         super().__init__(level, console=console, show_path=False, markup=False)
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "file_only", False):
+            return
         if self.console.is_terminal:
             super().emit(record)
             return

@@ -70,7 +70,6 @@ def load_dataset(cfg: Any, *, console: Console | None = None) -> Dataset:
     if cfg.name == "fake":
         raw = fake.generate(cfg.train_size, cfg.test_size)
         source = "synthetic (mnist_lab.data.fake)"
-        log.info("fake: %d training and %d test examples, generated", cfg.train_size, cfg.test_size)
     elif cfg.name in sources.DATASETS:
         got = sources.acquire(cfg.name, user_dir=cfg.dir, download=cfg.download, console=console)
         raw, source = got.data, str(got.location)

@@ -1,0 +1,271 @@
+"""Checkpoints in-process: contents, retention, damaged and refused ones, write failures."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_lab.backend import configure_tensorflow, keras, tf
+from mnist_lab.callbacks import EvalRecord
+from mnist_lab.checkpoints import Checkpoints, export_model, resume_command
+from mnist_lab.data import load_dataset
+from mnist_lab.data.pipeline import train_batches
+from mnist_lab.errors import UserError
+from mnist_lab.evaluation import SplitResult
+from mnist_lab.train import build_compiled_model, train
+from tests.conftest import compose_config
+
+# A small MLP with dropout, so the seed generators' state matters.
+SMALL = [
+    "data=fake",
+    "model=mlp",
+    "model.hidden_units=[16]",
+    "model.dropout=0.5",
+    "trainer.batch_size=32",
+    "trainer.steps=40",
+    "trainer.checkpoint_every=10",
+    "trainer.eval_every=20",
+]
+
+
+def setup(tmp_path: Path, overrides: list[str] | None = None) -> tuple:
+    overrides = overrides or []
+    base = SMALL
+    if any(o.startswith("model=") for o in overrides):  # another model: drop the MLP's keys
+        base = [o for o in SMALL if not o.startswith("model")]
+    cfg = compose_config([*base, *overrides])
+    configure_tensorflow(cfg)
+    model = build_compiled_model(cfg)
+    return cfg, model, Checkpoints(tmp_path / "checkpoints", model, cfg)
+
+
+def fit(cfg, model, checkpoints: Checkpoints, start: int = 0) -> None:
+    data = load_dataset(cfg.data)
+    model.fit(
+        train_batches(data.train, cfg.trainer.batch_size, seed=cfg.seed, start_step=start),
+        steps_per_epoch=cfg.trainer.steps - start,
+        epochs=1,
+        verbose=0,
+        shuffle=False,
+        callbacks=[checkpoints.callback(start)],
+    )
+
+
+def saved_steps(directory: Path) -> list[int]:
+    return sorted(
+        int(p.name[len("ckpt-") : -len(".index")]) for p in directory.glob("ckpt-*.index")
+    )
+
+
+def record(step: int, num_correct: int) -> EvalRecord:
+    return EvalRecord(step, 1.0, 0.5, SplitResult(100, num_correct, 1.0), 0.001)
+
+
+def values(variables: list) -> list[np.ndarray]:
+    return [np.array(v) for v in variables]
+
+
+def test_a_checkpoint_holds_weights_optimizer_rng_step_and_seed(tmp_path: Path) -> None:
+    cfg, model, checkpoints = setup(tmp_path)
+    fit(cfg, model, checkpoints)
+    trained_model, trained_optimizer = values(model.variables), values(model.optimizer.variables)
+
+    names = [name for name, _ in tf.train.list_variables(str(tmp_path / "checkpoints/ckpt-40"))]
+    for key in ("step/", "seed/", "rng/0/", "optimizer/_iterations/"):
+        assert any(name.startswith(key) for name in names), key
+
+    _, fresh, restored = setup(tmp_path)
+    assert restored.restore_latest() == 40
+    # Everything, including both dropout seed generators and Adam's slots and iterations.
+    for before, after in zip(trained_model, values(fresh.variables), strict=True):
+        np.testing.assert_array_equal(before, after)
+    for before, after in zip(trained_optimizer, values(fresh.optimizer.variables), strict=True):
+        np.testing.assert_array_equal(before, after)
+    assert int(fresh.optimizer.iterations) == 40
+    # ... which is not trivially true: a model that was not restored differs.
+    _, untouched, _ = setup(tmp_path / "other")
+    assert int(untouched.optimizer.iterations) == 0
+
+
+def test_keeps_the_last_n_and_the_best_by_validation_precision(tmp_path: Path) -> None:
+    cfg, model, checkpoints = setup(tmp_path, ["trainer.keep_checkpoints=2"])
+    for step, correct in [(10, 50), (20, 70), (30, 60), (40, 70)]:
+        checkpoints.on_evaluation(record(step, correct))
+        checkpoints.save(step)
+    assert saved_steps(tmp_path / "checkpoints") == [30, 40]
+    best = tmp_path / "checkpoints/best"
+    assert saved_steps(best) == [20]  # 40 only tied it
+    assert tf.train.load_variable(str(best / "ckpt-20"), "precision/.ATTRIBUTES/VARIABLE_VALUE")
+    assert (tmp_path / "checkpoints/config.yaml").is_file()
+
+    # The best precision survives a restart: a worse evaluation does not replace it.
+    _, _, resumed = setup(tmp_path, ["trainer.keep_checkpoints=2"])
+    assert resumed.restore_latest() == 40
+    resumed.on_evaluation(record(50, 65))
+    assert saved_steps(best) == [20]
+
+
+def damage(prefix: Path, how: str) -> None:
+    data = prefix.with_name(prefix.name + ".data-00000-of-00001")
+    if how == "truncated":
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    elif how == "bit flip":
+        raw = bytearray(data.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF  # caught by the crc32c of every tensor
+        data.write_bytes(bytes(raw))
+    elif how == "index garbage":
+        prefix.with_name(prefix.name + ".index").write_bytes(b"\0garbage" * 10)
+    else:
+        data.unlink()
+
+
+@pytest.mark.parametrize("how", ["truncated", "bit flip", "index garbage", "missing"])
+def test_a_damaged_latest_checkpoint_is_skipped_with_a_warning(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, _, checkpoints = setup(tmp_path)
+    checkpoints.save(10)
+    checkpoints.save(20)
+    damage(tmp_path / "checkpoints/ckpt-20", how)
+
+    _, _, resumed = setup(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="mnist_lab.checkpoints"):
+        assert resumed.restore_latest() == 10
+    assert "ckpt-20 is unreadable" in caplog.text
+
+
+def test_no_readable_checkpoint_is_an_error(tmp_path: Path) -> None:
+    _, _, checkpoints = setup(tmp_path)
+    checkpoints.save(10)
+    damage(tmp_path / "checkpoints/ckpt-10", "truncated")
+    _, _, resumed = setup(tmp_path)
+    with pytest.raises(UserError, match="no readable checkpoint"):
+        resumed.restore_latest()
+
+
+@pytest.mark.parametrize(
+    "override, named, not_named",  # not_named: a key the message need not list
+    [
+        ("model.hidden_units=[32]", "model.hidden_units", None),
+        ("optimizer.lr=0.5", "optimizer.lr", None),
+        ("seed=1", "seed", None),
+        ("data.train_size=2000", "data.train_size", None),
+        # Another model altogether: its name says it, not every key of both.
+        ("model=softmax", "model.name", "model.hidden_units"),
+    ],
+)
+def test_resuming_with_another_model_optimizer_data_or_seed_is_refused(
+    tmp_path: Path, override: str, named: str, not_named: str | None
+) -> None:
+    _, _, checkpoints = setup(tmp_path)
+    checkpoints.save(10)
+    _, _, changed = setup(tmp_path, [override])
+    with pytest.raises(UserError, match="cannot resume") as raised:
+        changed.restore_latest()
+    assert named in str(raised.value)
+    assert not_named is None or not_named not in str(raised.value)
+
+
+def test_resuming_may_change_where_the_data_is_and_how_long_to_train(tmp_path: Path) -> None:
+    _, _, checkpoints = setup(tmp_path)
+    checkpoints.save(10)
+    _, _, moved = setup(
+        tmp_path, [f"data.dir={tmp_path}", "data.download=false", "trainer.steps=80"]
+    )
+    assert moved.restore_latest() == 10
+    _, _, shorter = setup(tmp_path, ["trainer.steps=5"])
+    with pytest.raises(UserError, match="trainer.steps=5"):
+        shorter.restore_latest()
+
+
+def fail_when(monkeypatch: pytest.MonkeyPatch, where: str, step: int) -> None:
+    """Simulate a full disk while checkpoint ``step`` is written: its data, or its commit."""
+    from tensorflow.python.checkpoint import checkpoint_management, functional_saver
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    if where == "data":
+        original = functional_saver.MultiDeviceSaver.save
+
+        def save(self, file_prefix, options=None):  # type: ignore[no-untyped-def]
+            if f"ckpt-{step}" in str(np.array(file_prefix)):
+                raise full
+            return original(self, file_prefix, options)
+
+        monkeypatch.setattr(functional_saver.MultiDeviceSaver, "save", save)
+    else:
+        file_io = checkpoint_management.file_io
+        original_write = file_io.atomic_write_string_to_file
+
+        def write(filename, contents, overwrite=True):  # type: ignore[no-untyped-def]
+            if f'"ckpt-{step}"' in contents:
+                raise full
+            return original_write(filename, contents, overwrite)
+
+        monkeypatch.setattr(file_io, "atomic_write_string_to_file", write)
+
+
+@pytest.mark.parametrize("where", ["data", "state file"])
+def test_a_full_disk_mid_run_is_one_clear_error_and_keeps_the_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    cfg = compose_config([*SMALL, "trainer.steps=30", "trainer.eval_every=30"])
+    fail_when(monkeypatch, where, step=20)
+    with pytest.raises(UserError) as raised:
+        train(cfg, tmp_path)
+    message = str(raised.value)
+    assert "No space left on device" in message and "previous checkpoints are intact" in message
+    assert "\n" not in message
+    assert not (tmp_path / "metrics.json").exists()
+
+    monkeypatch.undo()
+    _, _, after = setup(tmp_path, ["trainer.steps=30"])
+    assert after.restore_latest() == 10
+
+
+def test_an_unwritable_checkpoint_folder_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "checkpoints").write_text("a file where the folder should be")
+    with pytest.raises(UserError, match="cannot create the checkpoint folder"):
+        setup(tmp_path)
+
+
+def test_the_export_is_the_model_alone(tmp_path: Path) -> None:
+    cfg, model, _ = setup(tmp_path, ["optimizer.schedule.warmup_steps=5"])  # our own schedule
+    export_model(model, tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert getattr(loaded, "optimizer", None) is None
+    x = np.random.default_rng(0).integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert [p.name for p in tmp_path.iterdir() if "tmp" in p.name] == []
+
+
+def test_a_signal_stops_saves_and_exits_with_128_plus_its_number(tmp_path: Path) -> None:
+    _, _, checkpoints = setup(tmp_path)
+    checkpoints.current_step = 7
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exited:
+        with checkpoints.saved_on_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert checkpoints.stop_requested  # Python ran the handler: no exit yet
+    assert exited.value.code == 143
+    assert saved_steps(tmp_path / "checkpoints") == [7]
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is uninstalled
+
+
+def test_a_second_signal_exits_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, _, checkpoints = setup(tmp_path)
+    exits: list[int] = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    checkpoints._on_signal(signal.SIGINT, None)
+    assert exits == [] and checkpoints.stop_requested
+    checkpoints._on_signal(signal.SIGINT, None)
+    assert exits == [130]
+
+
+def test_the_resume_command_outside_hydra_names_the_run_dir(tmp_path: Path) -> None:
+    assert resume_command(tmp_path) == f"mnist-lab hydra.run.dir={tmp_path.resolve()}"

@@ -1,0 +1,207 @@
+"""mnist-lab-eval and mnist-lab-predict on a run trained once, and the exported model.keras."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_lab import evaluate, predict
+from mnist_lab.backend import tf
+from mnist_lab.data import fake
+from tests.conftest import BIN, run_cli
+
+RUN = [
+    "data=fake",
+    "model=mlp",
+    "trainer.batch_size=32",
+    "trainer.steps=60",
+    "trainer.eval_every=20",
+    "trainer.checkpoint_every=20",
+]
+SPLITS = ("train", "validation", "test")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    result = run_cli([*RUN, f"hydra.run.dir={run_dir}"], cwd=run_dir.parent)
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+def run_tool(tool: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / tool), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_eval_reproduces_metrics_json_exactly(run_dir: Path, tmp_path: Path) -> None:
+    result = run_tool("mnist-lab-eval", [str(run_dir)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "precision@1" in result.stdout and "ckpt-60" in result.stdout
+    evaluated = json.loads((run_dir / "eval.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert evaluated["step"] == metrics["step"] == 60
+    for split in SPLITS:
+        assert evaluated[split] == metrics[split], split
+
+
+def test_eval_best_one_split_to_a_file(run_dir: Path, tmp_path: Path) -> None:
+    output = tmp_path / "best.json"
+    evaluate.main([str(run_dir), "--best", "--split", "validation", "--output", str(output)])
+    report = json.loads(output.read_text())
+    assert set(report) == {"checkpoint", "step", "validation"}
+    assert "/best/" in report["checkpoint"]
+    # The precision recorded with the best checkpoint, reproduced; no worse than the final one.
+    recorded = tf.train.load_variable(report["checkpoint"], "precision/.ATTRIBUTES/VARIABLE_VALUE")
+    assert report["validation"]["precision"] == pytest.approx(recorded, abs=1e-12)
+    final = json.loads((run_dir / "metrics.json").read_text())["validation"]["precision"]
+    assert recorded >= final
+
+
+def test_eval_takes_one_checkpoint(run_dir: Path, tmp_path: Path) -> None:
+    output = tmp_path / "ckpt.json"
+    evaluate.main([str(run_dir / "checkpoints" / "ckpt-40.index"), "--output", str(output)])
+    assert json.loads(output.read_text())["step"] == 40
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["/no/such/run"], "no checkpoint at /no/such/run"),
+        (["{run}/checkpoints/ckpt-40", "--best"], "--best is not valid"),
+    ],
+)
+def test_eval_user_errors_are_one_line(
+    run_dir: Path, tmp_path: Path, args: list[str], needle: str
+) -> None:
+    result = run_tool("mnist-lab-eval", [a.format(run=run_dir) for a in args], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert needle in result.stderr and "Traceback" not in result.stderr
+
+
+PLAIN_KERAS = """
+import sys, numpy as np, keras
+model = keras.saving.load_model(sys.argv[1])
+predicted = model.predict(np.load(sys.argv[2]), verbose=0).argmax(-1)
+assert not any(m.startswith("mnist_lab") for m in sys.modules), "mnist_lab was imported"
+np.save(sys.argv[3], predicted)
+"""
+
+
+def test_model_keras_loads_and_predicts_with_plain_keras(run_dir: Path, tmp_path: Path) -> None:
+    raw = fake.generate(3000, 1000)
+    np.save(tmp_path / "x.npy", raw.test_images)
+    out = tmp_path / "predicted.npy"
+    # -I: isolated, so neither the repository nor PYTHONPATH is on the path.
+    model_file, x = str(run_dir / "model.keras"), str(tmp_path / "x.npy")
+    subprocess.run(
+        [sys.executable, "-I", "-c", PLAIN_KERAS, model_file, x, str(out)],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    correct = int((np.load(out) == raw.test_labels).sum())
+    assert correct == json.loads((run_dir / "metrics.json").read_text())["test"]["num_correct"]
+
+
+def render(image: np.ndarray, path: Path, size: int = 100) -> None:
+    """A user's picture of a digit: black on white, upscaled, in colour."""
+    picture = Image.fromarray(255 - image).resize((size, size), Image.Resampling.BILINEAR)
+    picture.convert("RGB").save(path)
+
+
+def test_the_tools_agree_with_the_checkpoint_layout() -> None:
+    from mnist_lab import checkpoints
+
+    assert evaluate.BEST_DIR == checkpoints.BEST_DIR
+    assert evaluate.CONFIG_FILE == checkpoints.CONFIG_FILE
+    assert evaluate.MODEL_FILE == checkpoints.MODEL_FILE
+    assert evaluate.STATE_FILE == checkpoints.STATE_FILE
+
+
+@pytest.mark.parametrize("source", ["model.keras", "latest checkpoint"])
+def test_predict_classifies_rendered_test_digits(
+    run_dir: Path, tmp_path: Path, source: str
+) -> None:
+    if source == "latest checkpoint":  # a run stopped before the end has no model.keras
+        shutil.copytree(run_dir / "checkpoints", tmp_path / "run" / "checkpoints")
+        run_dir = tmp_path / "run"
+    raw = fake.generate(3000, 1000)
+    paths = []
+    for i in range(10):
+        path = tmp_path / f"digit{i}.{'jpg' if i % 3 == 0 else 'png'}"
+        render(raw.test_images[i], path, size=100 + 7 * i)
+        paths.append(str(path))
+    result = run_tool("mnist-lab-predict", [str(run_dir), *paths], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    predicted = [
+        int(re.search(rf"^{re.escape(p)}: (\d) \(", result.stdout, re.M)[1]) for p in paths
+    ]
+    assert predicted == raw.test_labels[:10].tolist()
+    # One line per class under each image, the winner marked.
+    assert len(re.findall(r"^  [* ] +\d +[\d.]+%", result.stdout, re.M)) == 10 * len(paths)
+
+
+def test_predict_user_errors_are_one_line(run_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "not-an-image.png").write_text("hello")
+    (tmp_path / "junk.keras").write_text("not a model")
+    render(np.zeros((28, 28), np.uint8), tmp_path / "blank.png")
+    for args, needle in [
+        ([str(run_dir), str(tmp_path / "not-an-image.png")], "cannot read image"),
+        ([str(tmp_path / "junk.keras"), str(tmp_path / "blank.png")], "cannot load the model"),
+    ]:
+        result = run_tool("mnist-lab-predict", args, cwd=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+        assert needle in result.stderr
+
+
+def test_predict_without_a_model_is_one_line(tmp_path: Path) -> None:
+    render(np.zeros((28, 28), np.uint8), tmp_path / "blank.png")
+    result = run_tool("mnist-lab-predict", [str(tmp_path), str(tmp_path / "blank.png")], tmp_path)
+    assert result.returncode == 2 and "no model at" in result.stderr
+
+
+# ---------------------------------------------------------------- preprocessing, no model
+
+
+def test_digit_fit_boxes_the_ink_in_20x20_centred_by_mass() -> None:
+    picture = np.full((120, 90), 255, np.uint8)  # white paper
+    picture[10:70, 50:80] = 0  # a tall black stroke, off centre
+    digit = predict.preprocess(Image.fromarray(picture), "digit")
+    assert digit.shape == (28, 28) and digit.dtype == np.uint8
+    rows, cols = np.nonzero(digit > 64)
+    assert max(np.ptp(rows), np.ptp(cols)) + 1 == 20  # the long side fills 20 pixels
+    mass = digit.astype(float)
+    cy = (mass.sum(1) @ np.arange(28)) / mass.sum()
+    cx = (mass.sum(0) @ np.arange(28)) / mass.sum()
+    assert abs(cy - 13.5) <= 1 and abs(cx - 13.5) <= 1
+    assert digit[0].max() == 0  # the background became black
+
+
+def test_full_fit_keeps_the_aspect_and_dark_pictures_are_not_inverted() -> None:
+    picture = np.zeros((40, 80), np.uint8)  # already light on dark
+    picture[:, :] = 0
+    picture[10:30, 10:70] = 200
+    image = predict.preprocess(Image.fromarray(picture), "full")
+    assert image.shape == (28, 28)
+    assert image[:6].max() < 30 and image[-6:].max() < 30  # padded top and bottom
+    assert image[14, 14] > 150
+
+
+def test_transparent_background_counts_as_white() -> None:
+    rgba = np.zeros((50, 50, 4), np.uint8)  # fully transparent
+    rgba[10:40, 20:30] = (0, 0, 0, 255)  # an opaque black stroke
+    gray = predict.light_on_dark(predict.to_gray(Image.fromarray(rgba, "RGBA")))
+    assert gray[25, 25] == 255 and gray[0, 0] == 0
