@@ -13,8 +13,9 @@ $(BIN)/.installed: pyproject.toml
 	$(PIP) install --quiet -e .
 	touch $@
 
+# The sweep plugins too, so that the Optuna, Ray, joblib and submitit tests run, not skip.
 $(BIN)/.installed-dev: $(BIN)/.installed
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev,optuna,joblib,ray,slurm]'
 	touch $@
 
 run: $(BIN)/.installed

@@ -1,7 +1,8 @@
-"""Hydra callbacks: configs are checked before any run directory or job exists."""
+"""Hydra callbacks: configs are checked before any job starts; a sweep ends with its summary."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from hydra import compose
@@ -13,6 +14,11 @@ from omegaconf import DictConfig
 from mnist_lab.config import validate
 from mnist_lab.console import error_line
 from mnist_lab.errors import EXIT_USER_ERROR, UserError
+from mnist_lab.sweep_summary import all_done, summarize
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+# The exit status of a sweep in which a job failed or never finished.
+EXIT_JOB_FAILED = 1
 
 
 def _validate_or_exit(config: DictConfig) -> None:
@@ -36,13 +42,44 @@ class ValidateConfig(Callback):
         _validate_or_exit(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if (
-            config.hydra.sweeper._target_
-            != "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-        ):
-            return  # other sweepers (Optuna) choose values as they go; each job checks its own
-        overrides = list(config.hydra.overrides.task)
-        parsed = OverridesParser.create().parse_overrides(overrides)
-        for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None):
-            for job_overrides in batch:
-                _validate_or_exit(compose(config_name="config", overrides=list(job_overrides)))
+        jobs = grid_jobs(config)
+        if jobs is None:
+            _refuse_to_resume(Path(config.hydra.sweep.dir))
+        # Other sweepers (Optuna) choose values as they go; each job checks its own.
+        for job_overrides in jobs or []:
+            _validate_or_exit(compose(config_name="config", overrides=job_overrides))
+
+
+def _refuse_to_resume(sweep_dir: Path) -> None:
+    # A rerun skips the jobs that finished (cli.sweep_job). That resumes a grid, whose job N
+    # always has the same overrides, but Optuna's trial N of a new study samples new values:
+    # the old result (and checkpoints) in its directory are not its own.
+    if any(sweep_dir.glob("*/.hydra")):
+        error_line(
+            f"{sweep_dir} already holds jobs; only a grid sweep can resume into it: "
+            "choose a new hydra.sweep.dir for a search"
+        )
+        raise SystemExit(EXIT_USER_ERROR)
+
+
+def grid_jobs(config: DictConfig) -> list[list[str]] | None:
+    """The overrides of every job of a grid sweep, in job order; None for other sweepers."""
+    if config.hydra.sweeper._target_ != BASIC_SWEEPER:
+        return None
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    return [list(job) for batch in batches for job in batch]
+
+
+class SweepSummary(Callback):
+    """At the end of a sweep, rank its jobs by validation precision, write and print the summary.
+
+    Jobs are read back from their directories, so this works with every launcher and sweeper.
+    A failed or missing job makes the command exit with status 1, after the table.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        ranked = summarize(Path(config.hydra.sweep.dir), expected=grid_jobs(config) or [])
+        if not all_done(ranked):
+            # SystemExit, like ValidateConfig: Hydra would turn an Exception into a warning.
+            raise SystemExit(EXIT_JOB_FAILED)
