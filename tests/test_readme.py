@@ -48,7 +48,7 @@ def test_every_schema_key_is_documented_with_its_options() -> None:
 
 
 def test_no_documented_key_is_unknown() -> None:
-    known = set(schema_keys()) | {"seed", "experiment", "optimized_metric"}
+    known = set(schema_keys()) | {"seed", "experiment", "optimized_metric", "hparams_search"}
     assert set(readme_rows()) <= known
 
 
