@@ -119,6 +119,12 @@ def main() -> None:
             raise
         error_line(_one_line(ex))
         sys.exit(EXIT_USER_ERROR)
+    except ValueError as ex:
+        # Hydra's check of conflicting flags (-m with --cfg) raises a plain ValueError.
+        if wants_trace or not str(ex).startswith("Only one of"):
+            raise
+        error_line(str(ex))
+        sys.exit(EXIT_USER_ERROR)
 
 
 if __name__ == "__main__":
