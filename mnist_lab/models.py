@@ -30,15 +30,15 @@ def _inputs() -> tuple[keras.KerasTensor, keras.KerasTensor]:
     return images, layers.Rescaling(1.0 / 255, name="normalize")(images)
 
 
+def _logits(x: keras.KerasTensor, init: keras.initializers.Initializer) -> keras.KerasTensor:
+    # float32 even under mixed precision: the softmax and the loss need the range.
+    return layers.Dense(NUM_CLASSES, kernel_initializer=init, name="logits", dtype="float32")(x)
+
+
 def softmax_regression(cfg: DictConfig) -> keras.Model:
     images, x = _inputs()
     x = layers.Flatten()(x)
-    logits = layers.Dense(
-        NUM_CLASSES,
-        kernel_initializer=_initializer(cfg.kernel_initializer),
-        name="logits",
-        dtype="float32",
-    )(x)
+    logits = _logits(x, _initializer(cfg.kernel_initializer))
     return keras.Model(images, logits, name="softmax")
 
 
@@ -54,12 +54,7 @@ def mlp(cfg: DictConfig) -> keras.Model:
         )(x)
         if cfg.dropout > 0:
             x = layers.Dropout(cfg.dropout)(x)
-    logits = layers.Dense(
-        NUM_CLASSES,
-        kernel_initializer=_initializer(cfg.kernel_initializer),
-        name="logits",
-        dtype="float32",
-    )(x)
+    logits = _logits(x, _initializer(cfg.kernel_initializer))
     return keras.Model(images, logits, name="mlp")
 
 
@@ -97,7 +92,7 @@ def cnn(cfg: DictConfig) -> keras.Model:
         )(x)
     if cfg.dropout > 0:
         x = layers.Dropout(cfg.dropout)(x)
-    logits = layers.Dense(NUM_CLASSES, kernel_initializer=init, name="logits", dtype="float32")(x)
+    logits = _logits(x, init)
     return keras.Model(images, logits, name="cnn")
 
 
