@@ -39,8 +39,7 @@ def build_compiled_model(cfg: DictConfig) -> keras.Model:
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="precision")],
         steps_per_execution=t.steps_per_execution,
-        # XLA makes conv nets about 2x slower on this kind of CPU; keep it off.
-        jit_compile=False,
+        jit_compile=t.jit_compile,
     )
     return model
 
