@@ -41,6 +41,7 @@ def _native_stderr_silenced() -> Iterator[None]:
 with _native_stderr_silenced():
     import keras
     import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
 
     # Listing devices is where a CPU-only machine logs its failed CUDA probe: keep it quiet.
     GPUS = tf.config.list_physical_devices("GPU")
@@ -48,7 +49,6 @@ with _native_stderr_silenced():
     # instead of all of it up front. Must happen before the runtime starts.
     for gpu in GPUS:
         tf.config.experimental.set_memory_growth(gpu, True)
-    tf.constant(0)  # the runtime logs once more on first use; do it while silenced
 
 # absl's Python logger would otherwise print TensorFlow's Python warnings a second time.
 logging.getLogger("absl").setLevel(logging.ERROR)
@@ -56,22 +56,28 @@ tf.get_logger().setLevel(logging.ERROR)
 
 
 def configure_tensorflow(cfg: DictConfig) -> None:
-    """Seeds, determinism and threads. Called at the start of every job (sweeps share a process)."""
-    keras.backend.clear_session()  # no state leaks from a previous job in the same process
+    """Threads, seeds, determinism, precision. Called at the start of every job (sweeps share
+    a process), so every setting is applied both ways: nothing leaks from the previous job."""
+    # Thread pools can only be set before TensorFlow's runtime starts (at the first op);
+    # later jobs of a sweep in the same process keep the first job's setting.
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cfg.trainer.intra_op_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(cfg.trainer.inter_op_threads)
+    except RuntimeError:
+        if cfg.trainer.intra_op_threads or cfg.trainer.inter_op_threads:
+            log.warning("thread settings ignored: TensorFlow already started in this process")
+    with _native_stderr_silenced():
+        tf.constant(0)  # the runtime logs once more as it starts: keep that quiet too
+    keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.seed)  # Python, NumPy and TensorFlow
     if cfg.trainer.deterministic:
         tf.config.experimental.enable_op_determinism()
+    else:
+        # TensorFlow exports no public "off" switch; a previous job of a sweep in this
+        # process may have turned it on.
+        tf_config.disable_op_determinism()
     # float16 compute pays off only on a GPU's tensor cores; on a CPU it is slower.
     if cfg.trainer.mixed_precision and not GPUS:
         log.warning("trainer.mixed_precision ignored: no GPU found")
     policy = "mixed_float16" if cfg.trainer.mixed_precision and GPUS else "float32"
     keras.mixed_precision.set_global_policy(policy)
-    # Thread pools can only be set before TensorFlow starts its runtime; later jobs of a sweep
-    # in the same process keep the first job's setting.
-    try:
-        if cfg.trainer.intra_op_threads:
-            tf.config.threading.set_intra_op_parallelism_threads(cfg.trainer.intra_op_threads)
-        if cfg.trainer.inter_op_threads:
-            tf.config.threading.set_inter_op_parallelism_threads(cfg.trainer.inter_op_threads)
-    except RuntimeError:
-        log.warning("thread settings ignored: TensorFlow was already initialised in this process")

@@ -60,7 +60,15 @@ MODEL_FILE = "model.keras"
 STATE_FILE = "checkpoint"
 # What the weights mean and which data (in which order) they saw: a resume must not change it.
 # Mixed precision wraps the optimizer (loss scale): its state would not fit either.
-RESUME_KEYS = ("model", "optimizer", "data", "seed", "trainer.mixed_precision")
+# The batch size, with the step, fixes which examples come next.
+RESUME_KEYS = (
+    "model",
+    "optimizer",
+    "data",
+    "seed",
+    "trainer.mixed_precision",
+    "trainer.batch_size",
+)
 # Where the data is found, not what it is: these may change between two starts.
 RESUME_IGNORED = ("data.dir", "data.download")
 # What reading a damaged checkpoint raises varies with the damage (DataLossError, IndexError
@@ -130,6 +138,12 @@ class Checkpoints:
             raise UserError(
                 f"trainer.steps={self.cfg.trainer.steps} is not valid: the run was already "
                 f"checkpointed at step {step}; expected trainer.steps >= {step}"
+            )
+        spe = self.cfg.trainer.steps_per_execution
+        if (self.cfg.trainer.steps - step) % spe:
+            raise UserError(
+                f"trainer.steps_per_execution={spe} is not valid for resuming at step {step}: "
+                f"expected a divisor of the {self.cfg.trainer.steps - step} steps left"
             )
         self._saved_step = self.current_step = step
         self._best_precision = self._recorded_best()
@@ -350,10 +364,13 @@ def check_resumable(saved_path: Path, cfg: DictConfig) -> None:
         return
     saved = _flatten(OmegaConf.to_container(load_config(saved_path), resolve=True))
     now = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    checked = RESUME_KEYS
+    if "cosine" in (saved.get("optimizer.schedule.name"), now.get("optimizer.schedule.name")):
+        checked += ("trainer.steps",)  # the cosine decays over the run's length
     keys = sorted(
         k
         for k in saved.keys() | now.keys()
-        if any(k == p or k.startswith(p + ".") for p in RESUME_KEYS)
+        if any(k == p or k.startswith(p + ".") for p in checked)
         and k not in RESUME_IGNORED
         and saved.get(k, "<unset>") != now.get(k, "<unset>")
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +13,14 @@ import numpy as np
 from rich.table import Table
 
 from mnist_lab.backend import keras, tf
-from mnist_lab.console import console
+from mnist_lab.console import FILE_ONLY, console
 from mnist_lab.data import Split
 from mnist_lab.data.pipeline import eval_batches
+
+log = logging.getLogger("mnist_lab.train")
+
+
+SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,10 @@ class SplitResult:
     @property
     def precision(self) -> float | None:
         return self.num_correct / self.num_examples if self.num_examples else None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SplitResult:
+        return cls(d["num_examples"], d["num_correct"], d["loss"])
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +95,15 @@ def print_report(results: dict[str, SplitResult], title: str) -> None:
         precision = "n/a" if r.precision is None else f"{r.precision:.4f}"
         table.add_row(name, f"{r.num_examples:,}", f"{r.num_correct:,}", precision)
     console.print(table)
+    for name, r in results.items():
+        log.info(
+            "%s: %d examples, %d correct, precision@1 %s",
+            name,
+            r.num_examples,
+            r.num_correct,
+            "n/a" if r.precision is None else f"{r.precision:.4f}",
+            extra=FILE_ONLY,
+        )
 
 
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:

@@ -18,6 +18,8 @@ IMAGE_SHAPE = (28, 28)
 
 
 def _initializer(name: str) -> keras.initializers.Initializer:
+    """A new initializer for each layer: an unseeded Keras initializer fixes its seed when it is
+    created, so one instance shared by several layers would give them the same random stream."""
     # The tutorials' truncated normal used stddev 0.1; Keras's default (0.05) is close enough
     # only for small layers, so spell it out.
     if name == "truncated_normal":
@@ -69,7 +71,6 @@ def _normalization(kind: str) -> layers.Layer | None:
 def cnn(cfg: DictConfig) -> keras.Model:
     images, x = _inputs()
     x = layers.Reshape((*IMAGE_SHAPE, 1))(x)
-    init = _initializer(cfg.kernel_initializer)
     for i, filters in enumerate(cfg.filters):
         norm = _normalization(cfg.normalization)
         # With a normalisation layer the conv's bias is redundant.
@@ -78,7 +79,7 @@ def cnn(cfg: DictConfig) -> keras.Model:
             cfg.kernel_size,
             padding="same",
             use_bias=norm is None,
-            kernel_initializer=init,
+            kernel_initializer=_initializer(cfg.kernel_initializer),
             name=f"conv{i + 1}",
         )(x)
         if norm is not None:
@@ -88,11 +89,14 @@ def cnn(cfg: DictConfig) -> keras.Model:
     x = layers.Flatten()(x)
     if cfg.dense_units > 0:
         x = layers.Dense(
-            cfg.dense_units, activation=cfg.activation, kernel_initializer=init, name="dense"
+            cfg.dense_units,
+            activation=cfg.activation,
+            kernel_initializer=_initializer(cfg.kernel_initializer),
+            name="dense",
         )(x)
     if cfg.dropout > 0:
         x = layers.Dropout(cfg.dropout)(x)
-    logits = _logits(x, init)
+    logits = _logits(x, _initializer(cfg.kernel_initializer))
     return keras.Model(images, logits, name="cnn")
 
 

@@ -26,7 +26,6 @@ class Progress(keras.callbacks.Callback):
         self.total_steps = total_steps
         self.batch_size = batch_size
         self.start_step = start_step
-        self.train_seconds = 0.0
         self._started = 0.0
         self._last_draw = 0.0
         self._val = "-"
@@ -74,9 +73,13 @@ class Progress(keras.callbacks.Callback):
         )
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        self.train_seconds = time.perf_counter() - self._started
+        self.close()
+
+    def close(self) -> None:
+        """Stop the bar (idempotent): also called when ``fit`` raises."""
         if self._bar is not None:
             self._bar.stop()
+            self._bar = None
 
     def on_evaluation(self, record: EvalRecord) -> None:
         precision = record.validation.precision

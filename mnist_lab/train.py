@@ -8,6 +8,7 @@ compiled loop.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -17,11 +18,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mnist_lab.backend import configure_tensorflow, keras  # first: imports TensorFlow quietly
-from mnist_lab.callbacks import DivergenceGuard, PeriodicEvaluation
+from mnist_lab.callbacks import DivergenceGuard, PeriodicEvaluation, TrainingClock
 from mnist_lab.checkpoints import Checkpoints
 from mnist_lab.data import load_dataset
 from mnist_lab.data.pipeline import train_batches
-from mnist_lab.evaluation import Evaluator, print_report, write_metrics
+from mnist_lab.evaluation import SPLITS, Evaluator, SplitResult, print_report, write_metrics
 from mnist_lab.models import build_model
 from mnist_lab.optimizers import build_optimizer
 from mnist_lab.progress import Progress
@@ -54,12 +55,11 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
     data = load_dataset(cfg.data)
     log.info(
-        "data: %s (%d train, %d validation, %d test) from %s",
+        "data: %s (%d train, %d validation, %d test)",
         data.name,
         len(data.train),
         len(data.validation),
         len(data.test),
-        data.source,
     )
 
     model = build_compiled_model(cfg)
@@ -67,6 +67,12 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
     checkpoints = Checkpoints(run_dir / "checkpoints", model, cfg)
     start_step = checkpoints.restore_latest()
+    metrics_file = run_dir / "metrics.json"
+    if start_step == t.steps and metrics_file.exists():
+        log.info("this run already finished; its results: %s", metrics_file)
+        metrics = json.loads(metrics_file.read_text())
+        print_report({s: SplitResult.from_dict(metrics[s]) for s in SPLITS}, _title(model, cfg))
+        return metrics
 
     evaluator = Evaluator(model, t.eval_batch_size)
     summaries = RunSummaries(run_dir / "tensorboard", model, cfg, data, evaluator)
@@ -79,8 +85,11 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         start_step=start_step,
         listeners=[progress.on_evaluation, summaries.on_evaluation, checkpoints.on_evaluation],
     )
-    # Order matters: stop on divergence before anything records the bad step.
+    clock = TrainingClock()
+    # Order matters: the clock marks the first call before any periodic work; divergence stops
+    # the run before anything records the bad step.
     callbacks = [
+        clock,
         DivergenceGuard(start_step),
         evaluation,
         *summaries.callbacks(start_step),
@@ -89,38 +98,71 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     ]
 
     if start_step < t.steps:
-        with checkpoints.saved_on_interrupt():
-            model.fit(
-                train_batches(data.train, t.batch_size, seed=cfg.seed, start_step=start_step),
-                steps_per_epoch=t.steps - start_step,
-                epochs=1,
-                verbose=0,
-                shuffle=False,  # the pipeline shuffles, from the seed
-                callbacks=callbacks,
-            )
-    # Time in evaluation, summaries and checkpoints is not training time.
-    train_seconds = progress.train_seconds - evaluation.seconds - summaries.seconds
-    train_seconds -= checkpoints.seconds
+        try:
+            with checkpoints.saved_on_interrupt():
+                model.fit(
+                    train_batches(data.train, t.batch_size, seed=cfg.seed, start_step=start_step),
+                    steps_per_epoch=t.steps - start_step,
+                    epochs=1,
+                    verbose=0,
+                    shuffle=False,  # the pipeline shuffles, from the seed
+                    callbacks=callbacks,
+                )
+        finally:
+            progress.close()  # Keras skips on_train_end when fit raises
 
-    results = {
-        "train": evaluator.evaluate(data.train),
-        "validation": evaluator.evaluate(data.validation),
-        "test": evaluator.evaluate(data.test),
-    }
-    trained_steps = t.steps - start_step
+    results = {split: evaluator.evaluate(getattr(data, split)) for split in SPLITS}
     metrics = {
         "step": t.steps,
         **{name: r.as_dict() for name, r in results.items()},
-        "train_examples_per_second": (
-            trained_steps * t.batch_size / train_seconds if trained_steps else None
+        **throughput(
+            cfg, start_step, clock, evaluation.seconds, summaries.seconds, checkpoints.seconds
         ),
         "wall_seconds": time.perf_counter() - started,
         "resumed_from_step": start_step,
     }
+    # The results first: whatever happens to the summaries or the export, they are kept.
+    write_metrics(metrics_file, metrics)
+    print_report(results, _title(model, cfg))
     summaries.on_end(results)
     checkpoints.export(run_dir)
-    print_report(results, title=f"{model.name} on {data.name}, step {t.steps}")
-    write_metrics(run_dir / "metrics.json", metrics)
-    log.info("metrics: %s", run_dir / "metrics.json")
-    log.info("tensorboard --logdir %s", run_dir / "tensorboard")
+    log.info("metrics: %s", metrics_file)
+    if t.tensorboard:
+        log.info("tensorboard --logdir %s", run_dir / "tensorboard")
     return metrics
+
+
+def throughput(
+    cfg: DictConfig,
+    start_step: int,
+    clock: TrainingClock,
+    evaluation_seconds: float,
+    summaries_seconds: float,
+    checkpoints_seconds: float,
+) -> dict[str, float | None]:
+    """Examples per second of training steps alone, and of the loop with everything it writes.
+
+    Both leave out the first compiled call (tracing, a one-off cost) unless it was the only
+    one, and the periodic validation passes. ``loop_examples_per_second`` keeps summaries and
+    checkpoints in: it is the figure to compare with a plain ``model.fit``.
+    """
+    t = cfg.trainer
+    steps = t.steps - start_step
+    if steps == 0:
+        return {"train_examples_per_second": None, "loop_examples_per_second": None}
+    seconds = clock.seconds_after_first_call
+    if steps > t.steps_per_execution:
+        steps -= t.steps_per_execution
+    else:
+        seconds += clock.first_call_seconds
+    loop = max(seconds - evaluation_seconds, 1e-9)
+    train = max(loop - summaries_seconds - checkpoints_seconds, 1e-9)
+    examples = steps * t.batch_size
+    return {
+        "train_examples_per_second": examples / train,
+        "loop_examples_per_second": examples / loop,
+    }
+
+
+def _title(model: keras.Model, cfg: DictConfig) -> str:
+    return f"{model.name} on {cfg.data.name}, step {cfg.trainer.steps}"

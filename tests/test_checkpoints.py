@@ -173,15 +173,28 @@ def test_resuming_with_another_model_optimizer_data_or_seed_is_refused(
 
 
 def test_resuming_may_change_where_the_data_is_and_how_long_to_train(tmp_path: Path) -> None:
-    _, _, checkpoints = setup(tmp_path)
+    constant = "optimizer.schedule.name=constant"
+    _, _, checkpoints = setup(tmp_path, [constant])
     checkpoints.save(10)
     _, _, moved = setup(
-        tmp_path, [f"data.dir={tmp_path}", "data.download=false", "trainer.steps=80"]
+        tmp_path, [constant, f"data.dir={tmp_path}", "data.download=false", "trainer.steps=80"]
     )
     assert moved.restore_latest() == 10
-    _, _, shorter = setup(tmp_path, ["trainer.steps=5"])
+    _, _, shorter = setup(tmp_path, [constant, "trainer.steps=5"])
     with pytest.raises(UserError, match="trainer.steps=5"):
         shorter.restore_latest()
+
+
+def test_a_cosine_schedule_fixes_the_length_and_the_batch_size_is_fixed(tmp_path: Path) -> None:
+    _, _, checkpoints = setup(tmp_path, ["optimizer.schedule.name=cosine"])
+    checkpoints.save(10)
+    for change, key in (
+        ("trainer.steps=80", "trainer.steps"),
+        ("trainer.batch_size=16", "trainer.batch_size"),
+    ):
+        _, _, changed = setup(tmp_path, ["optimizer.schedule.name=cosine", change])
+        with pytest.raises(UserError, match=key):
+            changed.restore_latest()
 
 
 def fail_when(monkeypatch: pytest.MonkeyPatch, where: str, step: int) -> None:
