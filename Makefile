@@ -33,5 +33,9 @@ lint: $(BIN)/.installed-dev
 	$(BIN)/ruff format --check mnist_lab tests
 	$(BIN)/mypy
 
+# Prints a table and writes benchmarks/results.json; see benchmarks/README.md.
+bench: $(BIN)/.installed-dev
+	$(BIN)/python benchmarks/bench.py
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info
