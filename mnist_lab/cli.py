@@ -26,6 +26,8 @@ from mnist_lab.errors import EXIT_USER_ERROR, UserError
 
 log = logging.getLogger("mnist_lab")
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
 register_configs()
 
 
@@ -118,6 +120,17 @@ def main() -> None:
         if wants_trace:
             raise
         error_line(_one_line(ex))
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        # Ctrl-C outside training (loading data, the final evaluation); during training the
+        # checkpoint handler saves and exits 130 itself.
+        error_line("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except OSError as ex:
+        if wants_trace:
+            raise
+        # An unwritable or full output folder: Hydra's own mkdir or log file, before our code.
+        error_line(f"{ex.filename or ''}: {ex.strerror or ex}")
         sys.exit(EXIT_USER_ERROR)
     except ValueError as ex:
         # Hydra's check of conflicting flags (-m with --cfg) raises a plain ValueError.

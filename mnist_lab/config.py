@@ -225,6 +225,22 @@ def register_configs() -> None:
 
 # ---------------------------------------------------------------- value checks
 
+INITIALIZERS = (
+    "zeros",
+    "ones",
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_uniform",
+    "lecun_normal",
+    "truncated_normal",
+    "random_normal",
+    "random_uniform",
+    "orthogonal",
+)
+# Each conv layer halves the image with its max-pool: 28 -> 14 -> 7 -> 3 -> 1.
+MAX_CONV_LAYERS = 4
 MODEL_ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "elu", "selu", "swish", "linear")
 NORMALIZATIONS = ("none", "batch", "layer")
 SCHEDULES = ("constant", "cosine", "exponential")
@@ -275,7 +291,15 @@ def validate(cfg: DictConfig) -> None:
         if key in o:
             _check(o[key] >= 0, f"optimizer.{key}", o[key], "a number >= 0")
 
+    _check(0 <= cfg.seed < 2**32, "seed", cfg.seed, "an integer in [0, 2**32)")
+
     m = cfg.model
+    _check(
+        m.kernel_initializer in INITIALIZERS,
+        "model.kernel_initializer",
+        m.kernel_initializer,
+        f"one of {', '.join(INITIALIZERS)}",
+    )
     if "hidden_units" in m:
         _check(
             all(h >= 1 for h in m.hidden_units),
@@ -285,10 +309,10 @@ def validate(cfg: DictConfig) -> None:
         )
     if "filters" in m:
         _check(
-            len(m.filters) >= 1 and all(f >= 1 for f in m.filters),
+            1 <= len(m.filters) <= MAX_CONV_LAYERS and all(f >= 1 for f in m.filters),
             "model.filters",
             list(m.filters),
-            "a non-empty list of integers >= 1",
+            f"a list of 1 to {MAX_CONV_LAYERS} integers >= 1",
         )
         _check(m.kernel_size >= 1, "model.kernel_size", m.kernel_size, "an integer >= 1")
         _check(m.dense_units >= 0, "model.dense_units", m.dense_units, "an integer >= 0")

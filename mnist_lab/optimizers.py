@@ -38,7 +38,6 @@ def build_schedule(cfg: DictConfig, total_steps: int) -> LearningRate:
     return _Warmup(lr, warmup) if warmup else lr
 
 
-@keras.saving.register_keras_serializable(package="mnist_lab")
 class _Warmup(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup from 0 over ``warmup_steps``, then ``after`` (a number or a schedule)."""
 
@@ -54,12 +53,6 @@ class _Warmup(keras.optimizers.schedules.LearningRateSchedule):
 
     def _peak(self):
         return self.after(0) if callable(self.after) else self.after
-
-    def get_config(self):
-        after = self.after
-        if callable(after):
-            after = keras.optimizers.schedules.serialize(after)
-        return {"after": after, "warmup_steps": self.warmup_steps}
 
 
 def build_optimizer(cfg: DictConfig, total_steps: int) -> keras.optimizers.Optimizer:

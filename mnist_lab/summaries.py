@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +172,9 @@ class RunSummaries:
 
     def _write_start(self, step: int) -> None:
         with self._writer("").as_default(step=step):
-            hp.hparams(hparams_of(self.cfg, self.model))
+            # The run's own folder as the trial id: sessions of different runs never merge,
+            # even when their logged hyperparameters are equal.
+            hp.hparams(hparams_of(self.cfg, self.model), trial_id=str(self.log_dir.parent))
             tf.summary.graph(forward_graph(self.model))
             tf.summary.text("model/summary", code_block(model_summary(self.model)))
             tf.summary.text("config", code_block(OmegaConf.to_yaml(self.cfg, resolve=True)))
@@ -234,23 +237,34 @@ class _SummaryHook(keras.callbacks.Callback):
 
 
 def hparams_of(cfg: Any, model: keras.Model) -> dict[str, HParamValue]:
-    """The run's hyperparameters, named by their override keys, for the HParams dashboard."""
+    """The run's hyperparameters, named by their override keys, for the HParams dashboard:
+    every leaf of model, optimizer and data (a sweep over any of them must show), the
+    trainer's batch size and steps, the seed and the parameter count."""
     t = cfg.trainer
     values: dict[str, HParamValue] = {
         "model": cfg.model.name,
         "optimizer": cfg.optimizer.name,
-        "optimizer.lr": float(cfg.optimizer.lr),
+        "data": cfg.data.name,
         "optimizer.schedule": cfg.optimizer.schedule.name,
         "trainer.batch_size": int(t.batch_size),
         "trainer.steps": int(t.steps),
         "seed": int(cfg.seed),
-        "data": cfg.data.name,
         "model.params": int(model.count_params()),
     }
-    for key, value in cfg.model.items():
-        if key != "name":
-            values[f"model.{key}"] = _hparam_value(value)
+    for group in ("model", "optimizer", "data"):
+        tree = OmegaConf.to_container(cfg[group], resolve=True)
+        for key, value in _leaves(tree, group):
+            if not key.endswith(".name") and key not in ("data.dir", "data.download"):
+                values[key] = _hparam_value(value)
     return values
+
+
+def _leaves(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}.{key}")
+    else:
+        yield prefix, node
 
 
 def _hparam_value(value: Any) -> HParamValue:

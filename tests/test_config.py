@@ -91,6 +91,11 @@ def test_wrong_type_unknown_key_unknown_option_fail_at_composition() -> None:
         ("model.dense_units=-1", "model.dense_units"),
         ("model.normalization=group", "model.normalization"),
         ("optimizer.schedule.name=linear", "optimizer.schedule.name"),
+        ("seed=-1", "seed"),
+        ("seed=4294967296", "seed"),
+        ("model.kernel_initializer=gaussian", "model.kernel_initializer"),
+        ("model.filters=[8,8,8,8,8]", "model.filters"),
+        ("trainer.steps_per_execution=7", "trainer.steps_per_execution"),
     ],
 )
 def test_bad_values_name_the_key(override: str, key: str) -> None:

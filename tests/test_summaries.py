@@ -128,6 +128,9 @@ def test_hparams_session_with_config_values(logs: dict) -> None:
     assert hparams["optimizer.schedule"].string_value == cfg.optimizer.schedule.name
     assert hparams["trainer.batch_size"].number_value == 32
     assert hparams["trainer.steps"].number_value == 60
+    # Every leaf of the groups, so that a sweep over any of them shows in the dashboard.
+    assert hparams["data.validation_size"].number_value == cfg.data.validation_size
+    assert hparams["optimizer.schedule.warmup_steps"].number_value == 5
     assert hparams["seed"].number_value == 0
     assert hparams["data"].string_value == "fake"
     assert hparams["model.params"].number_value == 7850
