@@ -216,7 +216,7 @@ def bench_sweep(workdir: Path, jobs: int = 4) -> dict:
 
 
 def machine() -> dict:
-    import tensorflow as tf
+    from mnist_lab.backend import tf
 
     cpu = ""
     if Path("/proc/cpuinfo").exists():
