@@ -66,7 +66,11 @@ def grid_jobs(config: DictConfig) -> list[list[str]] | None:
     """The overrides of every job of a grid sweep, in job order; None for other sweepers."""
     if config.hydra.sweeper._target_ != BASIC_SWEEPER:
         return None
-    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    # As BasicSweeper does: the sweep defined in the config first, then the command line's.
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    arguments += list(config.hydra.overrides.task)
+    parsed = OverridesParser.create().parse_overrides(arguments)
     batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
     return [list(job) for batch in batches for job in batch]
 
