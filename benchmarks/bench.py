@@ -234,8 +234,61 @@ def machine() -> dict:
     }
 
 
+# Each lever, measured alone against the same base run: keep only what helps.
+LEVER_MODELS = {
+    "mlp": [
+        "model=mlp",
+        "optimizer=sgd",
+        "optimizer.lr=0.05",
+        "trainer.batch_size=100",
+        "trainer.steps=2000",
+        "trainer.eval_every=1000",
+        "trainer.checkpoint_every=1000",
+    ],
+    "cnn_fast": [
+        "experiment=cnn_fast",
+        "trainer.steps=300",
+        "trainer.eval_every=150",
+        "trainer.checkpoint_every=300",
+    ],
+}
+LEVERS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "base": ([], {}),
+    "steps_per_execution=10": (["trainer.steps_per_execution=10"], {}),
+    "intra_op=2,inter_op=1": (["trainer.intra_op_threads=2", "trainer.inter_op_threads=1"], {}),
+    "oneDNN off": ([], {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    "XLA (jit_compile)": (["trainer.jit_compile=true"], {}),
+    "summaries off": (["trainer.tensorboard=false"], {}),
+}
+
+
+def bench_levers(workdir: Path) -> dict:
+    out: dict = {}
+    for model, base in LEVER_MODELS.items():
+        levers = dict(LEVERS)
+        if model == "cnn_fast":
+            levers["BatchNormalization"] = (["model.normalization=batch"], {})
+        measured = {}
+        for i, (name, (overrides, env)) in enumerate(levers.items()):
+            run_dir = workdir / f"lever-{model}-{i}"
+            args = [MNIST_LAB, *base, *overrides, f"hydra.run.dir={run_dir}"]
+            result = subprocess.run(
+                args, cwd=workdir, capture_output=True, text=True, env={**os.environ, **env}
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"lever {name} failed:\n{result.stderr[-2000:]}")
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            measured[name] = metrics["loop_examples_per_second"]
+        out[model] = {
+            name: {"examples_per_second": eps, "vs_base": eps / measured["base"]}
+            for name, eps in measured.items()
+        }
+    return out
+
+
 PARTS = {
     "throughput": bench_throughput,
+    "levers": bench_levers,
     "accuracy": bench_accuracy,
     "startup": bench_startup,
     "sweep": bench_sweep,
