@@ -364,7 +364,7 @@ def check_resumable(saved_path: Path, cfg: DictConfig) -> None:
         return
     saved = _flatten(OmegaConf.to_container(load_config(saved_path), resolve=True))
     now = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    checked = RESUME_KEYS
+    checked: tuple[str, ...] = RESUME_KEYS
     if "cosine" in (saved.get("optimizer.schedule.name"), now.get("optimizer.schedule.name")):
         checked += ("trainer.steps",)  # the cosine decays over the run's length
     keys = sorted(

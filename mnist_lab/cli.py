@@ -29,7 +29,7 @@ log = logging.getLogger("mnist_lab")
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 # The mode of each job this process ran (Hydra forgets it once the job is over).
-_finished_modes: list[RunMode] = []
+_finished_modes: list[RunMode | None] = []
 
 register_configs()
 

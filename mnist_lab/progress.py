@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
 from mnist_lab.backend import keras
@@ -30,7 +30,7 @@ class Progress(keras.callbacks.Callback):
         self._last_draw = 0.0
         self._val = "-"
         self._bar: RichProgress | None = None
-        self._task = None
+        self._task: TaskID | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._started = time.perf_counter()
@@ -65,7 +65,7 @@ class Progress(keras.callbacks.Callback):
         done = step - self.start_step
         rate = done * self.batch_size / max(now - self._started, 1e-9)
         self._bar.update(
-            self._task,
+            self._task,  # type: ignore[arg-type]  # set with the bar
             completed=step,
             loss=f"{(logs or {}).get('loss', float('nan')):.4f}",
             val=self._val,

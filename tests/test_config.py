@@ -34,7 +34,12 @@ def test_every_group_option_composes_and_validates(group: str) -> None:
 def test_contract_groups_and_options() -> None:
     assert set(GROUP_OPTIONS["model"]) == {"softmax", "mlp", "cnn"}
     assert set(GROUP_OPTIONS["optimizer"]) == {
-        "sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad",
+        "sgd",
+        "momentum",
+        "adam",
+        "adamw",
+        "rmsprop",
+        "adagrad",
     }
     assert {"mnist", "fake"} <= set(GROUP_OPTIONS["data"])
 

@@ -41,9 +41,11 @@ def test_every_schema_key_is_documented_with_its_options() -> None:
         assert key in rows, f"README's config reference lacks {key}"
         group = key.split(".")[0]
         documented = rows[key]
-        expected = set(GROUP_OPTIONS[group]) if documented == "all" else {
-            o.strip() for o in documented.split(",")
-        }
+        expected = (
+            set(GROUP_OPTIONS[group])
+            if documented == "all"
+            else {o.strip() for o in documented.split(",")}
+        )
         assert expected == options, f"{key}: README says {documented}, schema has {options}"
 
 

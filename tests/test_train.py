@@ -64,13 +64,14 @@ def test_steps_not_a_multiple_of_eval_every(tmp_path: Path) -> None:
 
 
 def test_train_limit_and_no_validation(tmp_path: Path) -> None:
-    cfg = compose_config(
-        [*TINY, "model=softmax", "data.train_limit=100", "data.validation_size=0"]
-    )
+    cfg = compose_config([*TINY, "model=softmax", "data.train_limit=100", "data.validation_size=0"])
     metrics = train(cfg, tmp_path)
     assert metrics["train"]["num_examples"] == 100
     assert metrics["validation"] == {
-        "num_examples": 0, "num_correct": 0, "precision": None, "loss": None,
+        "num_examples": 0,
+        "num_correct": 0,
+        "precision": None,
+        "loss": None,
     }
 
 

