@@ -5,6 +5,7 @@ Import this module before anything that imports TensorFlow or Keras.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -38,26 +39,38 @@ def _native_stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
-with _native_stderr_silenced():
-    import keras
-    import tensorflow as tf
-    from tensorflow.python.framework import config as tf_config
+# Importing TensorFlow and Keras creates millions of objects that live as long as the process
+# and almost no garbage: with the collector paused, the import skips the full collections that
+# would scan them all (six, 0.5 s, measured); frozen, later collections leave them alone.
+gc.disable()
+try:
+    with _native_stderr_silenced():
+        import keras
+        import tensorflow as tf
+        from tensorflow.python.framework import config as tf_config
 
-    # Listing devices is where a CPU-only machine logs its failed CUDA probe: keep it quiet.
-    GPUS = tf.config.list_physical_devices("GPU")
-    # Several jobs may share a GPU (a sweep, a notebook beside a run): take memory as needed
-    # instead of all of it up front. Must happen before the runtime starts.
-    for gpu in GPUS:
-        tf.config.experimental.set_memory_growth(gpu, True)
+        # Listing devices is where a CPU-only machine logs its failed CUDA probe: keep it quiet.
+        GPUS = tf.config.list_physical_devices("GPU")
+        # Several jobs may share a GPU (a sweep, a notebook beside a run): take memory as needed
+        # instead of all of it up front. Must happen before the runtime starts.
+        for gpu in GPUS:
+            tf.config.experimental.set_memory_growth(gpu, True)
+finally:
+    gc.freeze()
+    gc.enable()
 
 # absl's Python logger would otherwise print TensorFlow's Python warnings a second time.
 logging.getLogger("absl").setLevel(logging.ERROR)
 tf.get_logger().setLevel(logging.ERROR)
 
 
+_jobs_configured = 0  # jobs of this process so far: a sweep runs many in one process
+
+
 def configure_tensorflow(cfg: DictConfig) -> None:
     """Threads, seeds, determinism, precision. Called at the start of every job (sweeps share
     a process), so every setting is applied both ways: nothing leaks from the previous job."""
+    global _jobs_configured
     # Thread pools can only be set before TensorFlow's runtime starts (at the first op);
     # later jobs of a sweep in the same process keep the first job's setting.
     try:
@@ -68,7 +81,9 @@ def configure_tensorflow(cfg: DictConfig) -> None:
             log.warning("thread settings ignored: TensorFlow already started in this process")
     with _native_stderr_silenced():
         tf.constant(0)  # the runtime logs once more as it starts: keep that quiet too
-    keras.backend.clear_session()
+    # A fresh process has nothing to collect: skip the garbage collection (0.15 s of start-up).
+    keras.backend.clear_session(free_memory=_jobs_configured > 0)
+    _jobs_configured += 1
     keras.utils.set_random_seed(cfg.seed)  # Python, NumPy and TensorFlow
     if cfg.trainer.deterministic:
         tf.config.experimental.enable_op_determinism()
