@@ -67,13 +67,21 @@ class Evaluator:
             return self._loss(labels, logits), correct, predicted
 
         self._step = step
+        # One pipeline per split, built on first use: each evaluation of the validation split
+        # would otherwise copy its images into a new constant and trace the pipeline again.
+        self._batches: dict[int, tuple[Split, tf.data.Dataset]] = {}
+
+    def _batches_of(self, split: Split) -> tf.data.Dataset:
+        if id(split) not in self._batches:
+            self._batches[id(split)] = (split, eval_batches(split, self.batch_size))
+        return self._batches[id(split)][1]
 
     def run(self, split: Split) -> tuple[SplitResult, np.ndarray]:
         """The result on ``split`` and every predicted class, in order."""
         if len(split) == 0:
             return SplitResult(0, 0, None), np.zeros(0, np.int32)
         loss_sum, correct, predicted = 0.0, 0, []
-        for images, labels in eval_batches(split, self.batch_size):
+        for images, labels in self._batches_of(split):
             batch_loss, batch_correct, batch_predicted = self._step(images, labels)
             loss_sum += float(batch_loss)
             correct += int(batch_correct)

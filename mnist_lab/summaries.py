@@ -34,7 +34,7 @@ from tensorboard.plugins.hparams import summary as hparams_summary
 
 from mnist_lab.backend import keras, tf
 from mnist_lab.callbacks import EvalRecord
-from mnist_lab.evaluation import Evaluator, SplitResult
+from mnist_lab.evaluation import SplitResult
 
 # Images per grid: enough to see a pattern, small enough to stay a few hundred KB.
 GRID_IMAGES = 40
@@ -47,14 +47,11 @@ HParamValue = bool | int | float | str
 class RunSummaries:
     """Writes the run's summaries; every method is a no-op when ``trainer.tensorboard`` is off."""
 
-    def __init__(
-        self, log_dir: Path, model: keras.Model, cfg: Any, data: Any, evaluator: Evaluator
-    ) -> None:
+    def __init__(self, log_dir: Path, model: keras.Model, cfg: Any, data: Any) -> None:
         self.log_dir = Path(log_dir)
         self.model = model
         self.cfg = cfg
         self.data = data
-        self.evaluator = evaluator
         self.enabled = bool(cfg.trainer.tensorboard)
         self.seconds = 0.0  # time spent writing during training, kept out of the throughput
         self._writers: dict[str, tf.summary.SummaryWriter] = {}
@@ -118,7 +115,8 @@ class RunSummaries:
         for weight in self.model.trainable_weights:
             write_histogram(weight.path, weight.value)
 
-    def on_end(self, results: dict[str, SplitResult]) -> None:
+    def on_end(self, results: dict[str, SplitResult], validation_predicted: np.ndarray) -> None:
+        """The final figures, and images of the validation split's predicted classes."""
         if not self.enabled:
             return
         self.write_pending()
@@ -142,14 +140,13 @@ class RunSummaries:
             tf.summary.experimental.write_raw_pb(end.SerializeToString(), step=step)
         if len(self.data.validation):
             with self._writer("validation").as_default(step=step):
-                self._write_validation_images()
+                self._write_validation_images(validation_predicted)
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
 
-    def _write_validation_images(self) -> None:
+    def _write_validation_images(self, predicted: np.ndarray) -> None:
         validation, names = self.data.validation, self.data.class_names
-        _, predicted = self.evaluator.run(validation)
         wrong = np.flatnonzero(predicted != validation.labels)[:GRID_IMAGES]
         titles = [f"{names[predicted[i]]}/{names[validation.labels[i]]}" for i in wrong]
         tf.summary.image(

@@ -75,7 +75,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         return metrics
 
     evaluator = Evaluator(model, t.eval_batch_size)
-    summaries = RunSummaries(run_dir / "tensorboard", model, cfg, data, evaluator)
+    summaries = RunSummaries(run_dir / "tensorboard", model, cfg, data)
     progress = Progress(total_steps=t.steps, batch_size=t.batch_size, start_step=start_step)
     evaluation = PeriodicEvaluation(
         evaluator,
@@ -111,7 +111,9 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         finally:
             progress.close()  # Keras skips on_train_end when fit raises
 
-    results = {split: evaluator.evaluate(getattr(data, split)) for split in SPLITS}
+    # Each split's result and predicted classes: the summaries draw validation's.
+    evaluated = {split: evaluator.run(getattr(data, split)) for split in SPLITS}
+    results = {split: result for split, (result, _) in evaluated.items()}
     metrics = {
         "step": t.steps,
         **{name: r.as_dict() for name, r in results.items()},
@@ -124,7 +126,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     # The results first: whatever happens to the summaries or the export, they are kept.
     write_metrics(metrics_file, metrics)
     print_report(results, _title(model, cfg))
-    summaries.on_end(results)
+    summaries.on_end(results, validation_predicted=evaluated["validation"][1])
     checkpoints.export(run_dir)
     log.info("metrics: %s", metrics_file)
     if t.tensorboard:
