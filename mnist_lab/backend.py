@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -91,8 +92,36 @@ def configure_tensorflow(cfg: DictConfig) -> None:
         # TensorFlow exports no public "off" switch; a previous job of a sweep in this
         # process may have turned it on.
         tf_config.disable_op_determinism()
-    # float16 compute pays off only on a GPU's tensor cores; on a CPU it is slower.
-    if cfg.trainer.mixed_precision and not GPUS:
-        log.warning("trainer.mixed_precision ignored: no GPU found")
-    policy = "mixed_float16" if cfg.trainer.mixed_precision and GPUS else "float32"
-    keras.mixed_precision.set_global_policy(policy)
+    keras.mixed_precision.set_global_policy(precision_policy(cfg.trainer.mixed_precision))
+
+
+def precision_policy(mixed_precision: bool) -> str:
+    """The Keras dtype policy: float32, or half-precision compute where the hardware has it.
+
+    Weights stay float32 either way. A GPU computes in float16 on its tensor cores; a CPU with
+    bfloat16 dot-product instructions (AVX-512 BF16, AMX) in bfloat16 through oneDNN, about
+    1.6x faster for the CNN on the benchmark machine. Elsewhere half precision is emulated and
+    slower than float32, so it is not used.
+    """
+    if not mixed_precision:
+        return "float32"
+    if GPUS:
+        log.info("mixed precision: float16 compute on the GPU")
+        return "mixed_float16"
+    if cpu_has_bfloat16():
+        log.info("mixed precision: bfloat16 compute on the CPU")
+        return "mixed_bfloat16"
+    log.warning(
+        "trainer.mixed_precision: no GPU and no bfloat16 instructions in this CPU, "
+        "so computing in float32"
+    )
+    return "float32"
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether the CPU has bfloat16 dot-product instructions (read from Linux's cpuinfo)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()  # Linux; elsewhere, assume not
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))

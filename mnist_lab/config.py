@@ -163,7 +163,8 @@ class TrainerConfig:
     eval_batch_size: int = 1000
     # Turns on TensorFlow's op determinism (slower, bit-identical reruns).
     deterministic: bool = False
-    # float16 compute with float32 weights, on a GPU only (ignored with a warning on a CPU).
+    # Half-precision compute, float32 weights: float16 on a GPU, bfloat16 on a CPU with
+    # AVX-512 BF16 or AMX; float32 (with a warning) elsewhere.
     mixed_precision: bool = False
     # XLA compilation of the train step: measured about 2x slower for conv nets on this
     # machine's CPU, so off by default; try it on a GPU.

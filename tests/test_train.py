@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mnist_lab.backend import configure_tensorflow, cpu_has_bfloat16, keras, precision_policy
 from mnist_lab.config import GROUP_OPTIONS
 from mnist_lab.errors import DivergedError
 from mnist_lab.train import train
@@ -113,3 +114,25 @@ def test_cli_divergence_exits_non_zero_with_one_line(tmp_path: Path) -> None:
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "diverged at step" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_mixed_precision_uses_what_the_hardware_has(tmp_path: Path) -> None:
+    """bfloat16 on a CPU with the instructions, float32 and a warning on one without."""
+    run_dir = tmp_path / "run"
+    args = [*TINY, *SMALL_CNN, "trainer.mixed_precision=true", f"hydra.run.dir={run_dir}"]
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    log = (run_dir / "mnist-lab.log").read_text()
+    if cpu_has_bfloat16():
+        assert "mixed precision: bfloat16 compute on the CPU" in log
+    else:
+        assert "computing in float32" in result.stderr + result.stdout
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["precision"] > 0.9
+
+
+def test_each_job_sets_its_own_precision() -> None:
+    # Jobs of a sweep share a process: a float32 job after a mixed one must compute in float32.
+    configure_tensorflow(compose_config([*TINY, "trainer.mixed_precision=true"]))
+    assert keras.mixed_precision.global_policy().name == precision_policy(True)
+    configure_tensorflow(compose_config(TINY))
+    assert keras.mixed_precision.global_policy().name == "float32"
