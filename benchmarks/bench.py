@@ -2,7 +2,7 @@
 
 Runs everything in one go on this machine, prints a table and writes JSON:
 
-    .venv/bin/python benchmarks/bench.py                  # everything (about 10 minutes)
+    .venv/bin/python benchmarks/bench.py                  # everything (about 20 minutes)
     .venv/bin/python benchmarks/bench.py --only startup   # one part: throughput, accuracy,
                                                           # startup, sweep
 
@@ -46,12 +46,19 @@ from mnist_lab.data import load_dataset
 from omegaconf import OmegaConf
 
 name, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+# How the input reaches the model: float32 arrays (what a user writes), uint8 arrays scaled
+# in the model, or a tf.data pipeline batched once and cached.
+feed = sys.argv[4] if len(sys.argv) > 4 else "float32"
 data = load_dataset(OmegaConf.create({"name": "mnist", "dir": None, "validation_size": 5000,
                                       "train_limit": None, "download": True}))
-x = data.train.images.astype("float32") / 255.0
 y = data.train.labels
 keras.utils.set_random_seed(0)
-model = keras.Sequential([keras.Input((28, 28))])
+if feed == "uint8":
+    x = data.train.images
+    model = keras.Sequential([keras.Input((28, 28), dtype="uint8"), layers.Rescaling(1 / 255)])
+else:
+    x = data.train.images.astype("float32") / 255.0
+    model = keras.Sequential([keras.Input((28, 28))])
 if name == "cnn":
     model.add(layers.Reshape((28, 28, 1)))
     for f in (32, 64):
@@ -80,8 +87,15 @@ class Timer(keras.callbacks.Callback):
 timer = Timer()
 per_epoch = len(x) // batch
 epochs = -(-steps // per_epoch)
-model.fit(x, y, batch_size=batch, epochs=epochs, steps_per_epoch=min(steps, per_epoch),
-          verbose=0, callbacks=[timer])
+if feed == "cached":
+    import tensorflow as tf
+    inputs = (tf.data.Dataset.from_tensor_slices((x, y)).batch(batch, drop_remainder=True)
+              .cache().shuffle(per_epoch).repeat().prefetch(tf.data.AUTOTUNE))
+    model.fit(inputs, epochs=epochs, steps_per_epoch=min(steps, per_epoch), verbose=0,
+              callbacks=[timer])
+else:
+    model.fit(x, y, batch_size=batch, epochs=epochs, steps_per_epoch=min(steps, per_epoch),
+              verbose=0, callbacks=[timer])
 done = epochs * min(steps, per_epoch)
 print(json.dumps({"examples_per_second": (done - 1) * batch / timer.seconds, "steps": done}))
 """
@@ -111,44 +125,91 @@ def cnn_flops_per_image() -> int:
     return 2 * (conv1 + conv2 + dense)
 
 
-def bench_throughput(workdir: Path) -> dict:
+def bench_throughput(workdir: Path, repeats: int = 3) -> dict:
+    """Each model ``repeats`` times on each side, interleaved; the medians and their ratio.
+
+    Interleaving spreads this VM's slow and fast minutes over both sides alike.
+    """
     out = {}
     for name, (overrides, batch, steps) in THROUGHPUT_CASES.items():
         every = max(steps // 4, 1)
-        ours = mnist_lab(
-            [
-                *overrides,
-                f"trainer.batch_size={batch}",
-                f"trainer.steps={steps}",
-                f"trainer.eval_every={every}",
-                f"trainer.checkpoint_every={every}",
-                "optimizer.schedule.name=constant",
-                "optimizer.schedule.warmup_steps=0",
-            ],
-            workdir,
-            f"throughput-{name}",
-        )
-        _, base = run([sys.executable, "-c", BASELINE, name, str(batch), str(steps)], workdir)
-        if base.returncode != 0:
-            raise RuntimeError(f"baseline {name} failed:\n{base.stderr[-2000:]}")
-        baseline = json.loads(base.stdout.strip().splitlines()[-1])
-        keras_fit = baseline["examples_per_second"]
+        ours: list[dict] = []
+        keras_fit: list[float] = []
+        for i in range(repeats):
+            ours.append(
+                mnist_lab(
+                    [
+                        *overrides,
+                        f"trainer.batch_size={batch}",
+                        f"trainer.steps={steps}",
+                        f"trainer.eval_every={every}",
+                        f"trainer.checkpoint_every={every}",
+                        "optimizer.schedule.name=constant",
+                        "optimizer.schedule.warmup_steps=0",
+                    ],
+                    workdir,
+                    f"throughput-{name}-{i}",
+                )
+            )
+            _, base = run([sys.executable, "-c", BASELINE, name, str(batch), str(steps)], workdir)
+            if base.returncode != 0:
+                raise RuntimeError(f"baseline {name} failed:\n{base.stderr[-2000:]}")
+            keras_fit.append(
+                json.loads(base.stdout.strip().splitlines()[-1])["examples_per_second"]
+            )
+        baseline = statistics.median(keras_fit)
+        # Summaries and checkpoints on; only the periodic validation passes left out.
+        loop = statistics.median(m["loop_examples_per_second"] for m in ours)
+        # Training steps alone.
+        train = statistics.median(m["train_examples_per_second"] for m in ours)
         out[name] = {
             "batch_size": batch,
             "steps": steps,
-            "keras_fit_examples_per_second": keras_fit,
-            # Summaries and checkpoints on; only the periodic validation passes left out.
-            "mnist_lab_loop_examples_per_second": ours["loop_examples_per_second"],
-            "ratio_loop": ours["loop_examples_per_second"] / keras_fit,
-            # Training steps alone.
-            "mnist_lab_train_examples_per_second": ours["train_examples_per_second"],
-            "ratio_train": ours["train_examples_per_second"] / keras_fit,
+            "repeats": repeats,
+            "keras_fit_examples_per_second": baseline,
+            "keras_fit_all": [round(x) for x in keras_fit],
+            "mnist_lab_loop_examples_per_second": loop,
+            "mnist_lab_loop_all": [round(m["loop_examples_per_second"]) for m in ours],
+            "ratio_loop": loop / baseline,
+            "mnist_lab_train_examples_per_second": train,
+            "ratio_train": train / baseline,
         }
         if name == "cnn":
             # Training costs about 3x the forward pass (forward, and two matmuls backward).
             flops = 3 * cnn_flops_per_image()
             out[name]["train_flops_per_image"] = flops
-            out[name]["achieved_gflops"] = ours["train_examples_per_second"] * flops / 1e9
+            out[name]["achieved_gflops"] = train * flops / 1e9
+    return out
+
+
+def bench_input(workdir: Path, repeats: int = 3) -> dict:
+    """The input levers, measured in the plain-Keras script: how the images reach the model.
+
+    Against mnist-lab's own pipeline (uint8 tensors in memory, a stateless shuffle, whole
+    batches gathered at once and scaled in the model), on the models whose step is short
+    enough for the input to matter.
+    """
+    out: dict = {}
+    for name in ("softmax", "mlp"):
+        _, batch, steps = THROUGHPUT_CASES[name]
+        measured: dict[str, list[float]] = {"float32": [], "uint8": [], "cached": []}
+        for _ in range(repeats):
+            for feed, values in measured.items():
+                args = [sys.executable, "-c", BASELINE, name, str(batch), str(steps), feed]
+                _, result = run(args, workdir)
+                if result.returncode != 0:
+                    raise RuntimeError(f"baseline {name} {feed} failed:\n{result.stderr[-2000:]}")
+                values.append(
+                    json.loads(result.stdout.strip().splitlines()[-1])["examples_per_second"]
+                )
+        base = statistics.median(measured["float32"])
+        out[name] = {
+            feed: {
+                "examples_per_second": statistics.median(v),
+                "vs_float32": statistics.median(v) / base,
+            }
+            for feed, v in measured.items()
+        }
     return out
 
 
@@ -156,12 +217,14 @@ def bench_accuracy(workdir: Path) -> dict:
     out = {}
     for name, overrides in (
         ("cnn_fast", ["experiment=cnn_fast"]),
+        # What a CPU without bfloat16 instructions gets (and this one without mixed precision).
+        ("cnn_fast_float32", ["experiment=cnn_fast", "trainer.mixed_precision=false"]),
         ("default", []),
         ("softmax_tutorial", ["experiment=softmax_tutorial"]),
     ):
         m = mnist_lab(overrides, workdir, f"accuracy-{name}")
         steps = m["step"]
-        batch = {"cnn_fast": 128, "default": 128, "softmax_tutorial": 100}[name]
+        batch = 100 if name == "softmax_tutorial" else 128
         out[name] = {
             "test_precision": m["test"]["precision"],
             "validation_precision": m["validation"]["precision"],
@@ -250,6 +313,7 @@ LEVER_MODELS = {
         "trainer.steps=300",
         "trainer.eval_every=150",
         "trainer.checkpoint_every=300",
+        "trainer.mixed_precision=false",  # the preset turns it on: here it is a lever
     ],
 }
 LEVERS: dict[str, tuple[list[str], dict[str, str]]] = {
@@ -258,6 +322,7 @@ LEVERS: dict[str, tuple[list[str], dict[str, str]]] = {
     "intra_op=2,inter_op=1": (["trainer.intra_op_threads=2", "trainer.inter_op_threads=1"], {}),
     "oneDNN off": ([], {"TF_ENABLE_ONEDNN_OPTS": "0"}),
     "XLA (jit_compile)": (["trainer.jit_compile=true"], {}),
+    "mixed precision": (["trainer.mixed_precision=true"], {}),
     "summaries off": (["trainer.tensorboard=false"], {}),
 }
 
@@ -288,6 +353,7 @@ def bench_levers(workdir: Path) -> dict:
 
 PARTS = {
     "throughput": bench_throughput,
+    "input": bench_input,
     "levers": bench_levers,
     "accuracy": bench_accuracy,
     "startup": bench_startup,
