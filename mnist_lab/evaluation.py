@@ -59,17 +59,29 @@ class Evaluator:
         self.batch_size = batch_size
         self._loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
 
-        @tf.function(reduce_retracing=True)
+        # One signature for every batch size and every caller (a callback inside ``fit``, the
+        # final evaluation, ``mnist-lab-eval``): the step is traced once, never again.
+        signature = (
+            tf.TensorSpec((None, *model.input_shape[1:]), model.inputs[0].dtype),
+            tf.TensorSpec((None,), tf.int32),
+        )
+
+        @tf.function(input_signature=signature)
         def step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
             logits = self.model(images, training=False)
             predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            correct = tf.reduce_sum(tf.cast(predicted == tf.cast(labels, tf.int32), tf.int32))
+            correct = tf.reduce_sum(tf.cast(predicted == labels, tf.int32))
             return self._loss(labels, logits), correct, predicted
 
         self._step = step
         # One pipeline per split, built on first use: each evaluation of the validation split
         # would otherwise copy its images into a new constant and trace the pipeline again.
         self._batches: dict[int, tuple[Split, tf.data.Dataset]] = {}
+
+    @property
+    def traces(self) -> int:
+        """How many times the step was traced: 1 once it has run, whatever the batches."""
+        return int(self._step.experimental_get_tracing_count())
 
     def _batches_of(self, split: Split) -> tf.data.Dataset:
         if id(split) not in self._batches:

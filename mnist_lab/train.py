@@ -112,7 +112,9 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
             progress.close()  # Keras skips on_train_end when fit raises
 
     # Each split's result and predicted classes: the summaries draw validation's.
+    evaluation_started = time.perf_counter()
     evaluated = {split: evaluator.run(getattr(data, split)) for split in SPLITS}
+    final_evaluation_seconds = time.perf_counter() - evaluation_started
     results = {split: result for split, (result, _) in evaluated.items()}
     metrics = {
         "step": t.steps,
@@ -120,6 +122,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         **throughput(
             cfg, start_step, clock, evaluation.seconds, summaries.seconds, checkpoints.seconds
         ),
+        "final_evaluation_seconds": final_evaluation_seconds,
         "wall_seconds": time.perf_counter() - started,
         "resumed_from_step": start_step,
     }

@@ -10,8 +10,11 @@ import pytest
 
 from mnist_lab.backend import configure_tensorflow, cpu_has_bfloat16, keras, precision_policy
 from mnist_lab.config import GROUP_OPTIONS
+from mnist_lab.data import load_dataset
+from mnist_lab.data.pipeline import train_batches
 from mnist_lab.errors import DivergedError
-from mnist_lab.train import train
+from mnist_lab.evaluation import SPLITS, Evaluator
+from mnist_lab.train import build_compiled_model, train
 from tests.conftest import TINY, compose_config, run_cli
 
 SMALL_CNN = ["model=cnn", "model.filters=[8,16]", "model.dense_units=32"]
@@ -136,3 +139,27 @@ def test_each_job_sets_its_own_precision() -> None:
     assert keras.mixed_precision.global_policy().name == precision_policy(True)
     configure_tensorflow(compose_config(TINY))
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_evaluation_step_is_traced_once() -> None:
+    """Any batch size, inside ``fit`` (a callback) or after it: one trace of the step."""
+    cfg = compose_config([*TINY, *SMALL_CNN])
+    configure_tensorflow(cfg)
+    data = load_dataset(cfg.data)
+    model = build_compiled_model(cfg)
+    evaluator = Evaluator(model, batch_size=300)  # 500 validation examples: 300 + 200
+
+    class EvaluateDuringFit(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            evaluator.evaluate(data.validation)
+
+    model.fit(
+        train_batches(data.train, 32, seed=0),
+        steps_per_epoch=3,
+        shuffle=False,
+        verbose=0,
+        callbacks=[EvaluateDuringFit()],
+    )
+    results = [evaluator.evaluate(getattr(data, split)) for split in SPLITS]
+    assert [r.num_examples for r in results] == [2500, 500, 1000]
+    assert evaluator.traces == 1
