@@ -460,3 +460,11 @@ def test_real_fashion_mnist_from_the_system_package() -> None:
     assert (len(data.train), len(data.validation), len(data.test)) == (55000, 5000, 10000)
     assert np.bincount(data.test.labels).tolist() == [1000] * 10
     assert data.class_names[0] == "T-shirt/top" and data.class_names[9] == "Ankle boot"
+
+
+def test_pipelines_run_without_autotuning(pipeline) -> None:
+    # Autotuning's optimization thread made the end of fit wait up to a minute (see
+    # pipeline._without_autotune); a long run is needed to see the wait itself.
+    split = _tiny_split(100)
+    for dataset in (pipeline.train_batches(split, 10, seed=0), pipeline.eval_batches(split, 30)):
+        assert dataset.options().autotune.enabled is False
