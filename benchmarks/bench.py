@@ -229,6 +229,7 @@ def bench_accuracy(workdir: Path) -> dict:
             "test_precision": m["test"]["precision"],
             "validation_precision": m["validation"]["precision"],
             "train_seconds": steps * batch / m["train_examples_per_second"],
+            "final_evaluation_seconds": m["final_evaluation_seconds"],
             "run_wall_seconds": m["wall_seconds"],
             "process_seconds": m["process_seconds"],
         }
