@@ -1,18 +1,23 @@
 """Config schemas (dataclasses in Hydra's ConfigStore) and the value checks Hydra cannot do.
 
-Each config group option is one of these dataclasses, and ``conf/config.yaml`` and the
-experiment presets are merged onto them, so a wrong type or an unknown key fails at composition.
-``validate`` then checks ranges and combinations. Nothing here
-imports TensorFlow: a bad value must be reported in about a second.
+The schemas give every key its type; the values live in the YAML files of ``conf/``. Each group
+option (``conf/model/cnn.yaml``, ...) extends its schema through its defaults list, so a
+typo or a wrong type fails at composition. Where every option of a group shares a default
+(the schedule's parameters, ``data.dir``, the augmentation ranges ...), it is written here
+once; an option's own values are written in its YAML file only.
+
+``validate`` then checks ranges, combinations and keys added with ``+``. Nothing here imports
+TensorFlow: a bad value must be reported in about a second.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from mnist_lab.errors import UserError
 
@@ -21,39 +26,33 @@ from mnist_lab.errors import UserError
 
 @dataclass
 class ModelConfig:
+    # Which architecture to build: softmax | mlp | cnn (a variant of yours keeps its base's).
     name: str = MISSING
-    # Keras initializer name for the dense/conv kernels ("zeros", "glorot_uniform",
-    # "truncated_normal", ...). The tutorials used zeros for softmax, truncated normal elsewhere.
-    kernel_initializer: str = "glorot_uniform"
+    # Keras initializer name for the dense/conv kernels ("zeros", "glorot_uniform", ...).
+    kernel_initializer: str = MISSING
 
 
 @dataclass
 class SoftmaxConfig(ModelConfig):
-    name: str = "softmax"
-    kernel_initializer: str = "zeros"
+    pass
 
 
 @dataclass
 class MLPConfig(ModelConfig):
-    name: str = "mlp"
-    # TensorFlow Mechanics 101: two hidden layers of 128 and 32 units.
-    hidden_units: list[int] = field(default_factory=lambda: [128, 32])
-    activation: str = "relu"
-    dropout: float = 0.0
+    hidden_units: list[int] = MISSING
+    activation: str = MISSING
+    dropout: float = MISSING
 
 
 @dataclass
 class CNNConfig(ModelConfig):
-    name: str = "cnn"
-    # Deep MNIST for Experts: 5x5 convs of 32 then 64 filters, each followed by 2x2 max-pool,
-    # a 1024-unit dense layer and dropout 0.5.
-    filters: list[int] = field(default_factory=lambda: [32, 64])
-    kernel_size: int = 5
-    dense_units: int = 1024
-    dropout: float = 0.5
-    activation: str = "relu"
-    # none | batch | layer. BatchNormalization is slow on this CPU's TensorFlow path.
-    normalization: str = "none"
+    filters: list[int] = MISSING
+    kernel_size: int = MISSING
+    dense_units: int = MISSING
+    dropout: float = MISSING
+    activation: str = MISSING
+    # none | batch | layer after each conv.
+    normalization: str = MISSING
 
 
 # ---------------------------------------------------------------- optimizer
@@ -62,8 +61,8 @@ class CNNConfig(ModelConfig):
 @dataclass
 class ScheduleConfig:
     # constant | cosine | exponential; any of them may start with a linear warmup.
-    name: str = "constant"
-    warmup_steps: int = 0
+    name: str = MISSING
+    warmup_steps: int = MISSING
     # cosine: the final lr as a fraction of optimizer.lr.
     alpha: float = 0.0
     # exponential: lr * decay_rate ** (step / decay_steps).
@@ -74,7 +73,7 @@ class ScheduleConfig:
 @dataclass
 class OptimizerConfig:
     name: str = MISSING
-    lr: float = 0.01
+    lr: float = MISSING
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     # Optional global-norm gradient clipping.
     clipnorm: float | None = None
@@ -82,71 +81,76 @@ class OptimizerConfig:
 
 @dataclass
 class SGDConfig(OptimizerConfig):
-    name: str = "sgd"
+    pass
 
 
 @dataclass
 class MomentumConfig(OptimizerConfig):
-    name: str = "momentum"
-    momentum: float = 0.9
-    nesterov: bool = False
+    momentum: float = MISSING
+    nesterov: bool = MISSING
 
 
 @dataclass
 class AdamConfig(OptimizerConfig):
-    name: str = "adam"
-    lr: float = 0.001
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-7
+    beta_1: float = MISSING
+    beta_2: float = MISSING
+    epsilon: float = MISSING
 
 
 @dataclass
 class AdamWConfig(AdamConfig):
-    name: str = "adamw"
-    weight_decay: float = 0.004
+    weight_decay: float = MISSING
 
 
 @dataclass
 class RMSpropConfig(OptimizerConfig):
-    name: str = "rmsprop"
-    lr: float = 0.001
-    rho: float = 0.9
-    momentum: float = 0.0
-    epsilon: float = 1e-7
+    rho: float = MISSING
+    momentum: float = MISSING
+    epsilon: float = MISSING
 
 
 @dataclass
 class AdagradConfig(OptimizerConfig):
-    name: str = "adagrad"
-    initial_accumulator_value: float = 0.1
-    epsilon: float = 1e-7
+    initial_accumulator_value: float = MISSING
+    epsilon: float = MISSING
 
 
 # ---------------------------------------------------------------- data
 
 
 @dataclass
+class AugmentConfig:
+    """Random transforms of each training batch, drawn from (seed, step): see data/augment.py."""
+
+    enabled: bool = False
+    # Shift each image by up to this many pixels in each direction.
+    translate: float = 2.0
+    # Rotate by up to this many degrees either way.
+    rotate: float = 10.0
+    # Scale by up to this fraction either way (0.1: 90% to 110%).
+    zoom: float = 0.1
+
+
+@dataclass
 class DataConfig:
     # mnist | fashion_mnist | fake
     name: str = MISSING
-    # A folder that already holds the files; looked at before the cache ($MNIST_LAB_DATA).
+    # A folder of your own that holds the files: then only that folder is read.
     dir: str | None = None
     # The first validation_size images of the official training file, as the tutorials did.
-    validation_size: int = 5000
+    validation_size: int = MISSING
     # Cap on the number of training examples (after the validation split); null = all.
     train_limit: int | None = None
     # false forbids any network access.
     download: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
 class FakeDataConfig(DataConfig):
-    name: str = "fake"
-    validation_size: int = 500
     # Size of the synthetic "official training file" (before the validation split) and test file.
-    train_size: int = 3000
-    test_size: int = 1000
+    train_size: int = MISSING
+    test_size: int = MISSING
 
 
 # ---------------------------------------------------------------- trainer
@@ -154,28 +158,19 @@ class FakeDataConfig(DataConfig):
 
 @dataclass
 class TrainerConfig:
-    batch_size: int = 128
-    steps: int = 2000
-    eval_every: int = 500
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    # Batch size used for evaluation only (does not change results).
-    eval_batch_size: int = 1000
-    # Turns on TensorFlow's op determinism (slower, bit-identical reruns).
-    deterministic: bool = False
-    # Half-precision compute, float32 weights: float16 on a GPU, bfloat16 on a CPU with
-    # AVX-512 BF16 or AMX; float32 (with a warning) elsewhere.
-    mixed_precision: bool = False
-    # XLA compilation of the train step: measured about 2x slower for conv nets on this
-    # machine's CPU, so off by default; try it on a GPU.
-    jit_compile: bool = False
-    # Keras runs this many steps per compiled call: fewer Python round trips.
-    steps_per_execution: int = 1
-    # Summaries to TensorBoard; histograms and images are written at each evaluation.
-    tensorboard: bool = True
-    # TensorFlow thread pools; 0 lets TensorFlow choose.
-    intra_op_threads: int = 0
-    inter_op_threads: int = 0
+    batch_size: int = MISSING
+    steps: int = MISSING
+    eval_every: int = MISSING
+    checkpoint_every: int = MISSING
+    keep_checkpoints: int = MISSING
+    eval_batch_size: int = MISSING
+    deterministic: bool = MISSING
+    mixed_precision: bool = MISSING
+    jit_compile: bool = MISSING
+    steps_per_execution: int = MISSING
+    tensorboard: bool = MISSING
+    intra_op_threads: int = MISSING
+    inter_op_threads: int = MISSING
 
 
 # ---------------------------------------------------------------- root
@@ -186,17 +181,16 @@ class Config:
     model: Any = MISSING
     optimizer: Any = MISSING
     data: Any = MISSING
-    trainer: Any = MISSING
-    # Seeds Python, NumPy, TensorFlow and the data order. 0 is a seed like any other.
-    seed: int = 0
-    # What a run returns to Hydra's sweeper, e.g. "validation.precision" for Optuna;
-    # null returns the whole metrics dict.
+    trainer: TrainerConfig = MISSING
+    seed: int = MISSING
+    # What a run returns to Hydra's sweeper, e.g. "validation.precision"; null: all metrics.
     optimized_metric: str | None = None
 
 
-# The options of each config group. They live in the ConfigStore rather than in YAML files so
-# that each option is exactly its schema: one place to read, nothing to keep in step.
-GROUP_OPTIONS: dict[str, dict[str, Any]] = {
+# The schema of each option that mnist-lab ships; a YAML file of conf/ names it in its defaults
+# list (``- /schema_model_cnn@_here_``). Your own option (conf/model/cnn_wide.yaml in your
+# --config-dir) names one of these too.
+SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"softmax": SoftmaxConfig, "mlp": MLPConfig, "cnn": CNNConfig},
     "optimizer": {
         "sgd": SGDConfig,
@@ -206,22 +200,53 @@ GROUP_OPTIONS: dict[str, dict[str, Any]] = {
         "rmsprop": RMSpropConfig,
         "adagrad": AdagradConfig,
     },
-    "data": {
-        "mnist": DataConfig(name="mnist"),
-        "fashion_mnist": DataConfig(name="fashion_mnist"),
-        "fake": FakeDataConfig,
-    },
+    "data": {"mnist": DataConfig, "fashion_mnist": DataConfig, "fake": FakeDataConfig},
     "trainer": {"default": TrainerConfig},
+}
+# The architectures, optimizers and data sets the code knows: ``<group>.name`` is one of them.
+NAMES = {
+    "model": ("softmax", "mlp", "cnn"),
+    "optimizer": ("sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad"),
+    "data": ("mnist", "fashion_mnist", "fake"),
 }
 
 
+def schema_name(group: str, option: str) -> str:
+    """The ConfigStore name of an option's schema: a root config, so ``--help`` lists no
+    schema group beside the real ones."""
+    return f"schema_{group}_{option}"
+
+
 def register_configs() -> None:
-    """Register the root schema and every group option with Hydra's ConfigStore."""
+    """Register the root schema, every option's schema and the resolvers with Hydra."""
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    for group, options in GROUP_OPTIONS.items():
-        for name, node in options.items():
-            cs.store(group=group, name=name, node=node)
+    for group, options in SCHEMAS.items():
+        for option, node in options.items():
+            cs.store(name=schema_name(group, option), node=node)
+    OmegaConf.register_new_resolver(
+        "auto_steps_per_execution", auto_steps_per_execution, replace=True
+    )
+
+
+# ---------------------------------------------------------------- steps per execution
+
+# Steps per compiled call chosen when the config leaves it to us: callbacks then run once a
+# call, which is what makes small models fast (benchmarks/README.md). Bounded so that Ctrl-C,
+# the progress bar and the divergence check still answer within a fraction of a second.
+AUTO_STEPS_PER_EXECUTION_MAX = {"softmax": 100, "mlp": 100, "cnn": 20}
+
+
+def auto_steps_per_execution(model: str, steps: int, eval_every: int, checkpoint_every: int) -> int:
+    """The largest divisor of the evaluation and checkpoint cadence and of the step count,
+    within the model's bound: every evaluation and checkpoint then falls where it would with
+    one step per call, so the results are the same."""
+    try:
+        cadence = math.gcd(int(steps), int(eval_every), int(checkpoint_every))
+    except (TypeError, ValueError):
+        return 1  # a bad value: validate() names it
+    bound = AUTO_STEPS_PER_EXECUTION_MAX.get(str(model), 1)
+    return max((d for d in range(1, min(cadence, bound) + 1) if cadence % d == 0), default=1)
 
 
 # ---------------------------------------------------------------- value checks
@@ -245,119 +270,187 @@ MAX_CONV_LAYERS = 4
 MODEL_ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "elu", "selu", "swish", "linear")
 NORMALIZATIONS = ("none", "batch", "layer")
 SCHEDULES = ("constant", "cosine", "exponential")
-DATASETS = ("mnist", "fashion_mnist", "fake")
 MNIST_TRAIN_FILE_SIZE = 60000
+# Upper bounds: beyond them TensorFlow overflows or the machine runs out of memory long
+# before anything useful happens, so they are refused before TensorFlow starts.
+MAX_STEPS = 10**9
+MAX_BATCH = 2**20
+MAX_UNITS = 2**16
+MAX_THREADS = 1024
+MAX_FAKE_EXAMPLES = 200_000
+MAX_LR = 1e6
 
 
-def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+def _fail(key: str, value: Any, expected: str) -> None:
+    raise UserError(f"{key}={value!r} is not valid: expected {expected}")
+
+
+def _int(key: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        _fail(key, value, f"an integer in [{low}, {high}]")
+
+
+def _num(key: str, value: float, low: float, high: float, *, open_low: bool = False) -> None:
+    ok = (low < value if open_low else low <= value) and value <= high
     if not ok:
-        raise UserError(f"{key}={value!r} is not valid: expected {allowed}")
+        _fail(key, value, f"a number in {'(' if open_low else '['}{low:g}, {high:g}]")
+
+
+def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        _fail(key, value, f"one of {', '.join(allowed)}")
 
 
 def validate(cfg: DictConfig) -> None:
     """Check every value Hydra's types cannot judge; raise UserError naming the key."""
-    t = cfg.trainer
-    _check(t.batch_size >= 1, "trainer.batch_size", t.batch_size, "an integer >= 1")
-    _check(t.steps >= 1, "trainer.steps", t.steps, "an integer >= 1")
-    _check(t.eval_every >= 1, "trainer.eval_every", t.eval_every, "an integer >= 1")
-    _check(
-        t.checkpoint_every >= 1, "trainer.checkpoint_every", t.checkpoint_every, "an integer >= 1"
-    )
-    _check(t.keep_checkpoints >= 1, "trainer.keep_checkpoints", t.keep_checkpoints, ">= 1")
-    _check(t.eval_batch_size >= 1, "trainer.eval_batch_size", t.eval_batch_size, ">= 1")
-    _check(t.steps_per_execution >= 1, "trainer.steps_per_execution", t.steps_per_execution, ">= 1")
-    _check(
-        t.steps % t.steps_per_execution == 0,
-        "trainer.steps_per_execution",
-        t.steps_per_execution,
-        f"a divisor of trainer.steps ({t.steps})",
-    )
-    _check(t.intra_op_threads >= 0, "trainer.intra_op_threads", t.intra_op_threads, ">= 0")
-    _check(t.inter_op_threads >= 0, "trainer.inter_op_threads", t.inter_op_threads, ">= 0")
-
-    o = cfg.optimizer
-    _check(o.lr > 0, "optimizer.lr", o.lr, "a number > 0")
-    if o.clipnorm is not None:
-        _check(o.clipnorm > 0, "optimizer.clipnorm", o.clipnorm, "null or a number > 0")
-    s = o.schedule
-    _check(s.name in SCHEDULES, "optimizer.schedule.name", s.name, f"one of {', '.join(SCHEDULES)}")
-    _check(s.warmup_steps >= 0, "optimizer.schedule.warmup_steps", s.warmup_steps, ">= 0")
-    _check(0 <= s.alpha <= 1, "optimizer.schedule.alpha", s.alpha, "a number in [0, 1]")
-    _check(0 < s.decay_rate <= 1, "optimizer.schedule.decay_rate", s.decay_rate, "in (0, 1]")
-    _check(s.decay_steps >= 1, "optimizer.schedule.decay_steps", s.decay_steps, ">= 1")
-    for key in ("momentum", "rho", "beta_1", "beta_2"):
-        if key in o:
-            _check(0 <= o[key] < 1, f"optimizer.{key}", o[key], "a number in [0, 1)")
-    for key in ("epsilon", "weight_decay", "initial_accumulator_value"):
-        if key in o:
-            _check(o[key] >= 0, f"optimizer.{key}", o[key], "a number >= 0")
-
-    _check(0 <= cfg.seed < 2**32, "seed", cfg.seed, "an integer in [0, 2**32)")
-
-    m = cfg.model
-    _check(
-        m.kernel_initializer in INITIALIZERS,
-        "model.kernel_initializer",
-        m.kernel_initializer,
-        f"one of {', '.join(INITIALIZERS)}",
-    )
-    if "hidden_units" in m:
-        _check(
-            all(h >= 1 for h in m.hidden_units),
-            "model.hidden_units",
-            list(m.hidden_units),
-            "a list of integers >= 1",
-        )
-    if "filters" in m:
-        _check(
-            1 <= len(m.filters) <= MAX_CONV_LAYERS and all(f >= 1 for f in m.filters),
-            "model.filters",
-            list(m.filters),
-            f"a list of 1 to {MAX_CONV_LAYERS} integers >= 1",
-        )
-        _check(m.kernel_size >= 1, "model.kernel_size", m.kernel_size, "an integer >= 1")
-        _check(m.dense_units >= 0, "model.dense_units", m.dense_units, "an integer >= 0")
-        _check(
-            m.normalization in NORMALIZATIONS,
-            "model.normalization",
-            m.normalization,
-            f"one of {', '.join(NORMALIZATIONS)}",
-        )
-    if "dropout" in m:
-        _check(0 <= m.dropout < 1, "model.dropout", m.dropout, "a number in [0, 1)")
-    if "activation" in m:
-        _check(
-            m.activation in MODEL_ACTIVATIONS,
-            "model.activation",
-            m.activation,
-            f"one of {', '.join(MODEL_ACTIVATIONS)}",
-        )
-
+    _check_known_keys(cfg)
+    for group in ("model", "optimizer", "data", "trainer"):
+        _check_finite(cfg[group], group)
+    _check_trainer(cfg.trainer)
+    _check_optimizer(cfg.optimizer)
+    _check_model(cfg.model)
+    _check_data(cfg.data)
+    _int("seed", cfg.seed, 0, 2**32 - 1)
     if cfg.optimized_metric is not None:
         split, _, name = cfg.optimized_metric.partition(".")
-        _check(
-            split in ("train", "validation") and name in ("precision", "loss"),
-            "optimized_metric",
-            cfg.optimized_metric,
-            "null or <train|validation>.<precision|loss> (the test split is never for selection)",
-        )
+        if split not in ("train", "validation") or name not in ("precision", "loss"):
+            _fail(
+                "optimized_metric",
+                cfg.optimized_metric,
+                "null or <train|validation>.<precision|loss> (the test split is never for "
+                "selection)",
+            )
 
-    d = cfg.data
-    _check(d.name in DATASETS, "data.name", d.name, f"one of {', '.join(DATASETS)}")
-    _check(
-        0 <= d.validation_size < MNIST_TRAIN_FILE_SIZE,
-        "data.validation_size",
-        d.validation_size,
-        "an integer in [0, 59999]",
-    )
-    if d.train_limit is not None:
-        _check(d.train_limit >= 1, "data.train_limit", d.train_limit, "null or an integer >= 1")
-    if d.name == "fake":
-        _check(d.train_size >= 2, "data.train_size", d.train_size, "an integer >= 2")
-        _check(d.test_size >= 1, "data.test_size", d.test_size, "an integer >= 1")
-        _check(
-            d.validation_size < d.train_size,
-            "data.validation_size",
-            d.validation_size,
-            f"less than data.train_size ({d.train_size})",
+
+def _check_trainer(t: DictConfig) -> None:
+    _int("trainer.batch_size", t.batch_size, 1, MAX_BATCH)
+    _int("trainer.steps", t.steps, 1, MAX_STEPS)
+    _int("trainer.eval_every", t.eval_every, 1, MAX_STEPS)
+    _int("trainer.checkpoint_every", t.checkpoint_every, 1, MAX_STEPS)
+    _int("trainer.keep_checkpoints", t.keep_checkpoints, 1, 1000)
+    _int("trainer.eval_batch_size", t.eval_batch_size, 1, MAX_BATCH)
+    _int("trainer.steps_per_execution", t.steps_per_execution, 1, MAX_STEPS)
+    if t.steps % t.steps_per_execution:
+        _fail(
+            "trainer.steps_per_execution",
+            t.steps_per_execution,
+            f"a divisor of trainer.steps ({t.steps})",
         )
+    _int("trainer.intra_op_threads", t.intra_op_threads, 0, MAX_THREADS)
+    _int("trainer.inter_op_threads", t.inter_op_threads, 0, MAX_THREADS)
+
+
+def _check_optimizer(o: DictConfig) -> None:
+    _one_of("optimizer.name", o.name, NAMES["optimizer"])
+    _num("optimizer.lr", o.lr, 0, MAX_LR, open_low=True)
+    if o.clipnorm is not None:
+        _num("optimizer.clipnorm", o.clipnorm, 0, 1e9, open_low=True)
+    s = o.schedule
+    _one_of("optimizer.schedule.name", s.name, SCHEDULES)
+    _int("optimizer.schedule.warmup_steps", s.warmup_steps, 0, MAX_STEPS)
+    _num("optimizer.schedule.alpha", s.alpha, 0, 1)
+    _num("optimizer.schedule.decay_rate", s.decay_rate, 0, 1, open_low=True)
+    _int("optimizer.schedule.decay_steps", s.decay_steps, 1, MAX_STEPS)
+    for key in ("momentum", "rho", "beta_1", "beta_2"):
+        if key in o and not 0 <= o[key] < 1:
+            _fail(f"optimizer.{key}", o[key], "a number in [0, 1)")
+    for key, high in (("epsilon", 1.0), ("weight_decay", 1.0), ("initial_accumulator_value", 1e6)):
+        if key in o:
+            _num(f"optimizer.{key}", o[key], 0, high)
+
+
+def _check_model(m: DictConfig) -> None:
+    _one_of("model.name", m.name, NAMES["model"])
+    expected = architecture_of(m)
+    if expected in NAMES["model"] and m.name != expected:
+        _fail("model.name", m.name, f"{expected!r}, the architecture of this option's schema")
+    _one_of("model.kernel_initializer", m.kernel_initializer, INITIALIZERS)
+    if "hidden_units" in m:
+        units = list(m.hidden_units)
+        if not 1 <= len(units) <= 16 or not all(1 <= h <= MAX_UNITS for h in units):
+            _fail("model.hidden_units", units, f"a list of 1 to 16 integers in [1, {MAX_UNITS}]")
+    if "filters" in m:
+        filters = list(m.filters)
+        if not 1 <= len(filters) <= MAX_CONV_LAYERS or not all(1 <= f <= 4096 for f in filters):
+            _fail(
+                "model.filters",
+                filters,
+                f"a list of 1 to {MAX_CONV_LAYERS} integers in [1, 4096]",
+            )
+        _int("model.kernel_size", m.kernel_size, 1, 28)
+        _int("model.dense_units", m.dense_units, 0, MAX_UNITS)
+        _one_of("model.normalization", m.normalization, NORMALIZATIONS)
+    if "dropout" in m and not 0 <= m.dropout < 1:
+        _fail("model.dropout", m.dropout, "a number in [0, 1)")
+    if "activation" in m:
+        _one_of("model.activation", m.activation, MODEL_ACTIVATIONS)
+
+
+def _check_data(d: DictConfig) -> None:
+    _one_of("data.name", d.name, NAMES["data"])
+    _int("data.validation_size", d.validation_size, 0, MNIST_TRAIN_FILE_SIZE - 1)
+    if d.train_limit is not None:
+        _int("data.train_limit", d.train_limit, 1, MNIST_TRAIN_FILE_SIZE)
+    if d.dir is not None and not str(d.dir).strip():
+        _fail("data.dir", d.dir, "null or the path of a folder")
+    if d.name == "fake":
+        if d.dir is not None:
+            _fail("data.dir", d.dir, "null: the synthetic set is generated, not read from files")
+        _int("data.train_size", d.train_size, 2, MAX_FAKE_EXAMPLES)
+        _int("data.test_size", d.test_size, 1, MAX_FAKE_EXAMPLES)
+        if d.validation_size >= d.train_size:
+            _fail(
+                "data.validation_size",
+                d.validation_size,
+                f"less than data.train_size ({d.train_size})",
+            )
+    a = d.augment
+    _num("data.augment.translate", a.translate, 0, 14)
+    _num("data.augment.rotate", a.rotate, 0, 180)
+    _num("data.augment.zoom", a.zoom, 0, 0.9)
+
+
+def architecture_of(model: DictConfig) -> str | None:
+    """The architecture a model node's schema describes ("cnn" for CNNConfig), if known."""
+    schema = OmegaConf.get_type(model)
+    return next((name for name, cls in SCHEMAS["model"].items() if cls is schema), None)
+
+
+def _check_known_keys(cfg: DictConfig) -> None:
+    """Refuse keys the schemas do not know: ``+trainer.stepz=5`` would otherwise be ignored."""
+    # "hydra" is there when a Hydra callback checks the config before the job starts.
+    allowed_top = set(OmegaConf.structured(Config).keys()) | {"hydra"}
+    for key in cfg.keys():
+        if key not in allowed_top:
+            _fail(str(key), cfg[key], f"no such key: the top-level keys are {sorted(allowed_top)}")
+    for group in ("model", "optimizer", "data", "trainer", "seed", "optimized_metric"):
+        _check_node_keys(cfg[group], group)
+
+
+def _check_node_keys(node: Any, prefix: str) -> None:
+    if not isinstance(node, DictConfig):
+        return
+    schema = OmegaConf.get_type(node)
+    if schema is not None and schema is not dict:
+        known = {str(k) for k in OmegaConf.structured(schema).keys()}
+        for key in map(str, node.keys()):
+            if key not in known:
+                _fail(
+                    f"{prefix}.{key}",
+                    OmegaConf.select(node, key),
+                    f"no such key in {prefix}: it has {', '.join(sorted(known))}",
+                )
+    for key in map(str, node.keys()):
+        _check_node_keys(node[key], f"{prefix}.{key}")
+
+
+def _check_finite(node: Any, prefix: str = "") -> None:
+    """inf and nan are never a valid setting: name the key that holds one."""
+    if isinstance(node, DictConfig):
+        for key in map(str, node.keys()):
+            _check_finite(node[key], f"{prefix}.{key}" if prefix else key)
+    elif isinstance(node, ListConfig):
+        for item in node:
+            _check_finite(item, prefix)
+    elif isinstance(node, float) and not math.isfinite(node):
+        _fail(prefix, node, "a finite number")

@@ -1,14 +1,19 @@
-"""The config tree: composition, presets, and the value checks that run before TensorFlow."""
+"""The config tree: composition, presets, a user's own configs, and the value checks that run
+before TensorFlow."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ValidationError
 
-from mnist_lab.config import GROUP_OPTIONS, validate
+from mnist_lab.config import SCHEMAS, validate
 from mnist_lab.errors import UserError
-from tests.conftest import compose_config
+from tests.conftest import assert_one_error_line, compose_config, read_json, run_cli
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 def test_default_config_is_the_showcase() -> None:
@@ -16,32 +21,17 @@ def test_default_config_is_the_showcase() -> None:
     assert cfg.model.name == "cnn"
     assert list(cfg.model.filters) == [32, 64]
     assert cfg.model.kernel_size == 5 and cfg.model.dense_units == 1024
-    assert cfg.model.dropout == 0.5
-    assert cfg.optimizer.name == "adam"
+    assert cfg.optimizer.name == "adam" and cfg.optimizer.schedule.name == "cosine"
     assert cfg.data.name == "mnist" and cfg.data.validation_size == 5000
     validate(cfg)
 
 
-@pytest.mark.parametrize("group", sorted(GROUP_OPTIONS))
-def test_every_group_option_composes_and_validates(group: str) -> None:
-    for option in GROUP_OPTIONS[group]:
-        cfg = compose_config([f"{group}={option}"])
-        validate(cfg)
-        if group != "trainer":
-            assert cfg[group].name == option
-
-
-def test_contract_groups_and_options() -> None:
-    assert set(GROUP_OPTIONS["model"]) == {"softmax", "mlp", "cnn"}
-    assert set(GROUP_OPTIONS["optimizer"]) == {
-        "sgd",
-        "momentum",
-        "adam",
-        "adamw",
-        "rmsprop",
-        "adagrad",
-    }
-    assert {"mnist", "fake"} <= set(GROUP_OPTIONS["data"])
+def test_every_option_has_its_yaml_file_extending_its_schema() -> None:
+    for group, options in SCHEMAS.items():
+        for option in options:
+            text = (CONF / group / f"{option}.yaml").read_text()
+            assert f"/schema_{group}_{option}@_here_" in text, (group, option)
+            validate(compose_config([f"{group}={option}"]))
 
 
 @pytest.mark.parametrize(
@@ -63,9 +53,9 @@ def test_presets_are_the_tutorials_recipes(preset, model, optimizer, lr, batch, 
     validate(cfg)
 
 
-def test_mlp_default_is_mechanics101() -> None:
-    cfg = compose_config(["model=mlp"])
-    assert list(cfg.model.hidden_units) == [128, 32]
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_preset_validates(preset: str) -> None:
+    validate(compose_config([f"experiment={preset}"]))
 
 
 def test_wrong_type_unknown_key_unknown_option_fail_at_composition() -> None:
@@ -83,24 +73,37 @@ def test_wrong_type_unknown_key_unknown_option_fail_at_composition() -> None:
     [
         ("optimizer.lr=0", "optimizer.lr"),
         ("optimizer.lr=-1", "optimizer.lr"),
+        ("optimizer.lr=1e30", "optimizer.lr"),  # beyond what the backend takes
+        ("optimizer.lr=inf", "optimizer.lr"),
+        ("optimizer.lr=nan", "optimizer.lr"),
+        ("optimizer.clipnorm=inf", "optimizer.clipnorm"),
+        ("optimizer.schedule.alpha=nan", "optimizer.schedule.alpha"),
         ("trainer.batch_size=0", "trainer.batch_size"),
         ("trainer.steps=0", "trainer.steps"),
+        ("trainer.steps=100000000000000000000", "trainer.steps"),
+        ("trainer.intra_op_threads=2147483648", "trainer.intra_op_threads"),
         ("trainer.eval_every=0", "trainer.eval_every"),
         ("trainer.checkpoint_every=0", "trainer.checkpoint_every"),
+        ("trainer.keep_checkpoints=0", "trainer.keep_checkpoints"),
         ("data.validation_size=60000", "data.validation_size"),
         ("data.validation_size=-1", "data.validation_size"),
         ("data.train_limit=0", "data.train_limit"),
+        ("data.augment.rotate=500", "data.augment.rotate"),
         ("model.dropout=1.0", "model.dropout"),
         ("model.dropout=-0.1", "model.dropout"),
         ("model.filters=[32,0]", "model.filters"),
+        ("model.filters=[8,8,8,8,8]", "model.filters"),
         ("model.dense_units=-1", "model.dense_units"),
+        ("model.dense_units=100000000", "model.dense_units"),
         ("model.normalization=group", "model.normalization"),
+        ("model.kernel_initializer=gaussian", "model.kernel_initializer"),
         ("optimizer.schedule.name=linear", "optimizer.schedule.name"),
         ("seed=-1", "seed"),
         ("seed=4294967296", "seed"),
-        ("model.kernel_initializer=gaussian", "model.kernel_initializer"),
-        ("model.filters=[8,8,8,8,8]", "model.filters"),
         ("trainer.steps_per_execution=7", "trainer.steps_per_execution"),
+        ("+trainer.stepz=5", "trainer.stepz"),
+        ("+model.extra.deep=1", "model.extra"),
+        ("+learning_rate=0.1", "learning_rate"),
     ],
 )
 def test_bad_values_name_the_key(override: str, key: str) -> None:
@@ -108,6 +111,17 @@ def test_bad_values_name_the_key(override: str, key: str) -> None:
     with pytest.raises(UserError, match=key.replace(".", r"\.")) as info:
         validate(cfg)
     assert "\n" not in str(info.value)
+
+
+def test_fake_data_sizes_have_bounds() -> None:
+    for override in ("data.train_size=1000000000", "data.test_size=0"):
+        with pytest.raises(UserError, match=override.split("=")[0].replace(".", r"\.")):
+            validate(compose_config(["data=fake", override]))
+
+
+def test_a_model_option_must_name_its_own_architecture() -> None:
+    with pytest.raises(UserError, match=r"model\.name"):
+        validate(compose_config(["model=cnn", "model.name=mlp"]))
 
 
 def test_bad_hidden_size() -> None:
@@ -118,4 +132,61 @@ def test_bad_hidden_size() -> None:
 
 def test_edge_values_are_allowed() -> None:
     validate(compose_config(["data.validation_size=0", "seed=0", "model.dropout=0"]))
-    validate(compose_config(["data.validation_size=59999"]))
+    validate(compose_config(["data.validation_size=59999", "optimizer.lr=1e6"]))
+
+
+# ---------------------------------------------------------------- a user's own configs
+
+
+def write_user_configs(folder: Path) -> Path:
+    """A model variant and a preset of one's own, as the README's example shows them."""
+    (folder / "model").mkdir(parents=True)
+    (folder / "experiment").mkdir()
+    (folder / "model" / "cnn_tiny.yaml").write_text(
+        "defaults:\n  - cnn\n  - _self_\n\nfilters: [4, 8]\nkernel_size: 3\ndense_units: 16\n"
+    )
+    (folder / "experiment" / "my_smoke.yaml").write_text(
+        "# @package _global_\n"
+        "defaults:\n  - override /model: cnn_tiny\n  - override /data: fake\n\n"
+        "trainer:\n  batch_size: 16\n  steps: 20\n  eval_every: 10\n  checkpoint_every: 20\n"
+    )
+    return folder
+
+
+def test_a_users_config_folder_composes_runs_and_shows_in_help(tmp_path: Path) -> None:
+    mine = write_user_configs(tmp_path / "my-mnist")
+    helped = run_cli(["--config-dir", str(mine), "--help"], cwd=tmp_path)
+    assert helped.returncode == 0, helped.stderr
+    assert "cnn_tiny" in helped.stdout and "my_smoke" in helped.stdout
+    assert "schema" not in helped.stdout.split("== Config ==")[0]  # no schema group listed
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        ["--config-dir", str(mine), "experiment=my_smoke", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    config = read_json(run_dir / "metrics.json")["config"]
+    assert config["model"]["name"] == "cnn" and config["model"]["filters"] == [4, 8]
+    assert config["model"]["dropout"] == 0.5  # the rest from the built-in cnn option
+    assert config["trainer"]["steps"] == 20
+
+
+def test_a_users_typo_fails_at_composition(tmp_path: Path) -> None:
+    mine = write_user_configs(tmp_path / "my-mnist")
+    (mine / "model" / "cnn_typo.yaml").write_text("defaults:\n  - cnn\n  - _self_\nfilterz: [4]\n")
+    result = run_cli(["--config-dir", str(mine), "model=cnn_typo"], cwd=tmp_path)
+    assert_one_error_line(result, "filterz")
+
+
+def test_every_config_folder_is_a_package_of_the_wheel() -> None:
+    # A new group folder under conf/ that pyproject.toml does not list would be left out of
+    # the wheel (and setuptools would warn on every install).
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parents[1]
+    packages = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {
+        ".".join(("mnist_lab", *p.relative_to(root).parts))
+        for p in (root / "conf").rglob("*")
+        if p.is_dir() and p.name != "__pycache__"
+    } | {"mnist_lab.conf"}
+    assert folders <= set(packages["packages"])

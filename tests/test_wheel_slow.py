@@ -75,3 +75,25 @@ def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path: Path) -> None
         check=True,
     ).stdout
     assert "softmax_tutorial" in help_text  # the presets shipped inside the wheel
+    assert "model: cnn, mlp, softmax" in help_text  # and the group options' YAML files
+
+    # The wheel composes exactly the config the editable install does, for every option.
+    for choice in ("", "model=mlp", "optimizer=sgd", "data=fake", "experiment=cnn_fast"):
+        args = ["--cfg", "job", *([choice] if choice else [])]
+        from_wheel = subprocess.run(
+            [str(env_dir / "bin" / "mnist-lab"), *args],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        editable = subprocess.run(
+            [str(Path(sys.executable).parent / "mnist-lab"), *args],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert from_wheel == editable, choice
+    # One copy of the tree: the wheel's comes from the repository's top-level conf/.
+    assert not (ROOT / "mnist_lab" / "conf").exists()
