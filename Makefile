@@ -29,8 +29,8 @@ test-fast: $(BIN)/.installed-dev
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(BIN)/.installed-dev
-	$(BIN)/ruff check mnist_lab tests
-	$(BIN)/ruff format --check mnist_lab tests
+	$(BIN)/ruff check mnist_lab hydra_plugins tests benchmarks
+	$(BIN)/ruff format --check mnist_lab hydra_plugins tests benchmarks
 	$(BIN)/mypy
 
 # Prints a table and writes benchmarks/results.json; see benchmarks/README.md.

@@ -42,7 +42,7 @@ def _native_stderr_silenced() -> Iterator[None]:
 
 # Importing TensorFlow and Keras creates millions of objects that live as long as the process
 # and almost no garbage: with the collector paused, the import skips the full collections that
-# would scan them all (six, 0.5 s, measured); frozen, later collections leave them alone.
+# would scan them all (benchmarks/README.md); frozen, later collections leave them alone.
 gc.disable()
 try:
     with _native_stderr_silenced():
@@ -82,7 +82,7 @@ def configure_tensorflow(cfg: DictConfig) -> None:
             log.warning("thread settings ignored: TensorFlow already started in this process")
     with _native_stderr_silenced():
         tf.constant(0)  # the runtime logs once more as it starts: keep that quiet too
-    # A fresh process has nothing to collect: skip the garbage collection (0.15 s of start-up).
+    # A fresh process has nothing to collect: skip the garbage collection (start-up time).
     keras.backend.clear_session(free_memory=_jobs_configured > 0)
     _jobs_configured += 1
     keras.utils.set_random_seed(cfg.seed)  # Python, NumPy and TensorFlow
@@ -100,7 +100,7 @@ def precision_policy(mixed_precision: bool) -> str:
 
     Weights stay float32 either way. A GPU computes in float16 on its tensor cores; a CPU with
     bfloat16 dot-product instructions (AVX-512 BF16, AMX) in bfloat16 through oneDNN, about
-    1.6x faster for the CNN on the benchmark machine. Elsewhere half precision is emulated and
+    much faster for the CNN (benchmarks/README.md). Elsewhere half precision is emulated and
     slower than float32, so it is not used.
     """
     if not mixed_precision:

@@ -42,3 +42,28 @@ class RichLogHandler(RichHandler):
 def error_line(message: str) -> None:
     """Print a user error as exactly one line on stderr (no markup: the text is the user's)."""
     print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+# OmegaConf's detail lines about types: noise. Its "full_key: x" is kept as "(at x)" when the
+# message does not name the key itself (`Interpolation key 'oops' not found`, for `seed`).
+_NOISE = ("reference_type", "object_type")
+
+
+def one_line(ex: BaseException) -> str:
+    """Squeeze Hydra's and OmegaConf's multi-line messages into one readable line."""
+    parts: list[str] = []
+    for e in (ex, ex.__cause__):
+        if e is None or (parts and str(e) in parts[0]):
+            continue
+        text = str(e).split("Config search path")[0]
+        keep, key = [], ""
+        for line in (line.strip() for line in text.splitlines()):
+            if line.startswith("full_key:"):
+                key = line.removeprefix("full_key:").strip()
+            elif line and not line.startswith(_NOISE):
+                keep.append(line.rstrip("."))
+        message = " ".join(keep)
+        if key and key not in message:
+            message += f" (at {key})"
+        parts.append(message)
+    return ": ".join(parts)

@@ -1,49 +1,24 @@
-"""Precision@1 on a split, counted exactly, and the Mechanics 101 style report."""
+"""Precision@1 on a split, counted exactly by one compiled forward pass per batch."""
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-from rich.table import Table
 
 from mnist_lab.backend import keras, tf
-from mnist_lab.console import FILE_ONLY, console
 from mnist_lab.data import Split
 from mnist_lab.data.pipeline import eval_batches
-
-log = logging.getLogger("mnist_lab.train")
-
-
-SPLITS = ("train", "validation", "test")
+from mnist_lab.report import SplitResult
 
 
-@dataclass(frozen=True)
-class SplitResult:
-    num_examples: int
-    num_correct: int
-    loss: float | None
+@dataclass(frozen=True, eq=False)
+class Predictions:
+    """A split's result and, for each example in order, its predicted class and probabilities."""
 
-    @property
-    def precision(self) -> float | None:
-        return self.num_correct / self.num_examples if self.num_examples else None
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SplitResult:
-        return cls(d["num_examples"], d["num_correct"], d["loss"])
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "num_examples": self.num_examples,
-            "num_correct": self.num_correct,
-            "precision": self.precision,
-            "loss": self.loss,
-        }
+    result: SplitResult
+    classes: np.ndarray  # int32 [n]
+    probabilities: np.ndarray  # float32 [n, classes]: the softmax of the logits
 
 
 class Evaluator:
@@ -57,6 +32,7 @@ class Evaluator:
     def __init__(self, model: keras.Model, batch_size: int) -> None:
         self.model = model
         self.batch_size = batch_size
+        self.num_classes = int(model.output_shape[-1])
         self._loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
 
         # One signature for every batch size and every caller (a callback inside ``fit``, the
@@ -67,11 +43,11 @@ class Evaluator:
         )
 
         @tf.function(input_signature=signature)
-        def step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        def step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
             logits = self.model(images, training=False)
             predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
             correct = tf.reduce_sum(tf.cast(predicted == labels, tf.int32))
-            return self._loss(labels, logits), correct, predicted
+            return self._loss(labels, logits), correct, predicted, tf.nn.softmax(logits)
 
         self._step = step
         # One pipeline per split, built on first use: each evaluation of the validation split
@@ -88,46 +64,26 @@ class Evaluator:
             self._batches[id(split)] = (split, eval_batches(split, self.batch_size))
         return self._batches[id(split)][1]
 
-    def run(self, split: Split) -> tuple[SplitResult, np.ndarray]:
-        """The result on ``split`` and every predicted class, in order."""
+    def run(self, split: Split) -> Predictions:
+        """The result on ``split``, with every predicted class and probability, in order."""
         if len(split) == 0:
-            return SplitResult(0, 0, None), np.zeros(0, np.int32)
-        loss_sum, correct, predicted = 0.0, 0, []
+            empty = np.zeros((0, self.num_classes), np.float32)
+            return Predictions(SplitResult(0, 0, None), np.zeros(0, np.int32), empty)
+        loss_sum, correct, predicted, probabilities = 0.0, 0, [], []
         for images, labels in self._batches_of(split):
-            batch_loss, batch_correct, batch_predicted = self._step(images, labels)
+            batch_loss, batch_correct, batch_predicted, batch_probabilities = self._step(
+                images, labels
+            )
             loss_sum += float(batch_loss)
             correct += int(batch_correct)
             predicted.append(batch_predicted.numpy())
+            probabilities.append(batch_probabilities.numpy())
         n = len(split)
-        return SplitResult(n, correct, loss_sum / n), np.concatenate(predicted)
-
-    def evaluate(self, split: Split) -> SplitResult:
-        return self.run(split)[0]
-
-
-def print_report(results: dict[str, SplitResult], title: str) -> None:
-    table = Table(title=title)
-    table.add_column("split")
-    table.add_column("num_examples", justify="right")
-    table.add_column("num_correct", justify="right")
-    table.add_column("precision@1", justify="right")
-    for name, r in results.items():
-        precision = "n/a" if r.precision is None else f"{r.precision:.4f}"
-        table.add_row(name, f"{r.num_examples:,}", f"{r.num_correct:,}", precision)
-    console.print(table)
-    for name, r in results.items():
-        log.info(
-            "%s: %d examples, %d correct, precision@1 %s",
-            name,
-            r.num_examples,
-            r.num_correct,
-            "n/a" if r.precision is None else f"{r.precision:.4f}",
-            extra=FILE_ONLY,
+        return Predictions(
+            SplitResult(n, correct, loss_sum / n),
+            np.concatenate(predicted),
+            np.concatenate(probabilities),
         )
 
-
-def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
-    """Write JSON atomically: a reader never sees a half-written metrics.json."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, path)
+    def evaluate(self, split: Split) -> SplitResult:
+        return self.run(split).result

@@ -1,65 +1,115 @@
-"""Hydra callbacks: configs are checked before any job starts; a sweep ends with its summary."""
+"""Hydra callbacks: every check that must happen before Hydra writes into a folder, and the
+summary at the end of a sweep.
+
+Hydra writes ``.hydra/`` and opens the log file in a job's folder before the job's code runs,
+so a command that would be refused (a folder in use, a finished run with another config,
+checkpoints of another model) is refused here, before the first write: the folder is left
+exactly as it was.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from mnist_lab import layout, locks, resume
 from mnist_lab.config import validate
-from mnist_lab.console import error_line
-from mnist_lab.errors import EXIT_USER_ERROR, UserError
-from mnist_lab.sweep_summary import all_done, summarize
+from mnist_lab.console import one_line
+from mnist_lab.errors import EXIT_JOB_FAILED, FolderRefused, Refused, UserError
+from mnist_lab.sweeps import BASIC_SWEEPER, OUR_SWEEPER
+from mnist_lab.sweeps.summary import all_done, summarize
 
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-# The exit status of a sweep in which a job failed or never finished.
-EXIT_JOB_FAILED = 1
+DEFAULT_SUBDIR = "${hydra.job.num}"
+
+# The command that resumes the sweep this process drives, once one has started: printed when
+# a job of it is interrupted.
+sweep_resume_hint: str | None = None
 
 
-def _validate_or_exit(config: DictConfig) -> None:
-    # Hydra turns an exception in a callback into a warning and carries on, so a bad config
-    # has to stop the program here. SystemExit is not an Exception: it gets through.
+def _or_exit(check: Any, *args: Any, **kwargs: Any) -> Any:
+    # Hydra turns an exception in a callback into a warning and carries on, so a refusal has
+    # to stop the program here: Refused is not an Exception, it gets through. A value Hydra
+    # cannot resolve (`seed=${oops}`) is refused here too, before anything is written.
     try:
-        validate(config)
+        return check(*args, **kwargs)
     except UserError as ex:
-        error_line(str(ex))
-        raise SystemExit(EXIT_USER_ERROR) from None
+        raise Refused(ex) from None
+    except (HydraException, OmegaConfBaseException) as ex:
+        raise Refused(UserError(one_line(ex))) from None
+
+
+def _prepare_run(config: DictConfig) -> None:
+    validate(config)
+    run_dir = Path(str(config.hydra.run.dir))
+    resume.check_is_a_run_folder(run_dir)
+    locks.acquire(run_dir)
+    resume.plan(run_dir, config)
 
 
 class ValidateConfig(Callback):
-    """Run ``validate`` on the run's config, or on every job of a grid sweep, up front.
+    """Check values, take the folder's lock and decide about what it holds, before Hydra writes.
 
-    A bad value in a sweep (``optimizer.lr=0.1,-1``) then fails before the first job starts,
-    not after the good jobs have spent their time.
+    A single run: its values, and its folder (``resume.plan``). A grid sweep: every job's
+    values and every job folder that exists, so a bad value (``optimizer.lr=0.1,-1``) or a
+    job folder of another config fails before the first job starts.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _validate_or_exit(config)
+        _or_exit(_prepare_run, config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        jobs = grid_jobs(config)
+        global sweep_resume_hint
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        jobs = _or_exit(grid_jobs, config)
+        # Values first: a bad one leaves no trace, not even the sweep folder.
+        job_configs = [_or_exit(compose, config_name="config", overrides=o) for o in jobs or []]
+        for job_config in job_configs:
+            _or_exit(validate, job_config)
+        sweep_resume_hint = resume.sweep_resume_command(sweep_dir, sys.argv[1:])
+        if config.hydra.sweeper._target_ == OUR_SWEEPER:
+            return  # the search checks its space, then takes the folder's lock itself
+        _or_exit(locks.acquire, sweep_dir, "sweep folder")
         if jobs is None:
-            _refuse_to_resume(Path(config.hydra.sweep.dir))
-        # Other sweepers (Optuna) choose values as they go; each job checks its own.
-        for job_overrides in jobs or []:
-            _validate_or_exit(compose(config_name="config", overrides=job_overrides))
+            _refuse_to_resume(sweep_dir)
+            return
+        sweep = OmegaConf.to_container(config.hydra.sweep, resolve=False)
+        if not (isinstance(sweep, dict) and sweep.get("subdir") == DEFAULT_SUBDIR):
+            return  # job folders named otherwise: each job checks its own folder as it starts
+        for number, job_config in enumerate(job_configs):
+            job_dir = sweep_dir / str(number)
+            if job_dir.is_dir():
+                _or_exit(resume.plan, job_dir, job_config, exact=True)
+        # A folder of a larger sweep: its jobs past this one's would be ranked with them.
+        for marker in sweep_dir.glob(f"*/{layout.HYDRA}"):
+            name = marker.parent.name
+            if name.isdigit() and int(name) >= len(job_configs):
+                raise Refused(
+                    FolderRefused(
+                        f"{marker.parent} holds a job that this sweep does not have (it has "
+                        f"{len(job_configs)} jobs); use the same sweep or another hydra.sweep.dir"
+                    )
+                )
 
 
 def _refuse_to_resume(sweep_dir: Path) -> None:
-    # A rerun skips the jobs that finished (cli.sweep_job). That resumes a grid, whose job N
-    # always has the same overrides, but Optuna's trial N of a new study samples new values:
-    # the old result (and checkpoints) in its directory are not its own.
-    if any(sweep_dir.glob("*/.hydra")):
-        error_line(
-            f"{sweep_dir} already holds jobs; only a grid sweep can resume into it: "
-            "choose a new hydra.sweep.dir for a search"
+    # Other sweepers (Nevergrad, Ax ...) choose values as they go: job N of a new search is
+    # another point, and the old results (and checkpoints) in its folder are not its own.
+    if any(sweep_dir.glob(f"*/{layout.HYDRA}")):
+        raise Refused(
+            UserError(
+                f"{sweep_dir} already holds jobs; only a grid sweep or hparams_search=optuna "
+                "can resume into it: choose a new hydra.sweep.dir"
+            )
         )
-        raise SystemExit(EXIT_USER_ERROR)
 
 
 def grid_jobs(config: DictConfig) -> list[list[str]] | None:
@@ -78,12 +128,12 @@ def grid_jobs(config: DictConfig) -> list[list[str]] | None:
 class SweepSummary(Callback):
     """At the end of a sweep, rank its jobs by validation precision, write and print the summary.
 
-    Jobs are read back from their directories, so this works with every launcher and sweeper.
+    Jobs are read back from their folders, so this works with every launcher and sweeper.
     A failed or missing job makes the command exit with status 1, after the table.
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        ranked = summarize(Path(config.hydra.sweep.dir), expected=grid_jobs(config) or [])
+        ranked = summarize(Path(str(config.hydra.sweep.dir)), expected=grid_jobs(config) or [])
         if not all_done(ranked):
             # SystemExit, like ValidateConfig: Hydra would turn an Exception into a warning.
             raise SystemExit(EXIT_JOB_FAILED)

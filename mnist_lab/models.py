@@ -1,20 +1,30 @@
-"""Keras models built from the ``model`` config group.
+"""Keras models: built from the ``model`` config group, compiled, exported, loaded back.
 
-Every model takes raw uint8 28x28 images and normalises them in the graph, so the data
-pipeline stays uint8 (4x less memory traffic) and an exported model accepts raw digits.
+Evaluation and prediction rebuild a run's model here, without the training loop. Every model
+takes raw uint8 28x28 images and normalises them in the graph, so the data pipeline stays uint8
+(4x less memory traffic) and an exported model accepts raw digits.
 All models output float32 logits for the 10 classes (float32 even under mixed precision,
 so the softmax and the loss stay numerically safe).
 """
 
 from __future__ import annotations
 
-from keras import layers
+import logging
+import os
+import zipfile
+from pathlib import Path
+
 from omegaconf import DictConfig
 
-from mnist_lab.backend import keras
+from mnist_lab.backend import keras  # first: imports TensorFlow quietly
+from mnist_lab.data.idx import COLS, NUM_CLASSES, ROWS
+from mnist_lab.errors import UserError
+from mnist_lab.optimizers import build_optimizer
 
-NUM_CLASSES = 10
-IMAGE_SHAPE = (28, 28)
+log = logging.getLogger(__name__)
+layers = keras.layers
+
+IMAGE_SHAPE = (ROWS, COLS)
 
 
 def _initializer(name: str) -> keras.initializers.Initializer:
@@ -60,7 +70,7 @@ def mlp(cfg: DictConfig) -> keras.Model:
     return keras.Model(images, logits, name="mlp")
 
 
-def _normalization(kind: str) -> layers.Layer | None:
+def _normalization(kind: str) -> keras.layers.Layer | None:
     if kind == "batch":
         return layers.BatchNormalization()
     if kind == "layer":
@@ -105,3 +115,44 @@ BUILDERS = {"softmax": softmax_regression, "mlp": mlp, "cnn": cnn}
 
 def build_model(cfg: DictConfig) -> keras.Model:
     return BUILDERS[cfg.name](cfg)
+
+
+def build_compiled_model(cfg: DictConfig) -> keras.Model:
+    """The model of ``cfg.model`` compiled with ``cfg.optimizer``, ready to train or restore."""
+    t = cfg.trainer
+    model = build_model(cfg.model)
+    model.compile(
+        optimizer=build_optimizer(cfg.optimizer, total_steps=t.steps),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="precision")],
+        steps_per_execution=t.steps_per_execution,
+        jit_compile=t.jit_compile,
+    )
+    return model
+
+
+def export_model(model: keras.Model, path: Path) -> None:
+    """Save ``model`` without its optimizer (its schedule is ours, not Keras's), atomically."""
+    # A new functional model over the same layers: same weights, nothing compiled.
+    plain = keras.Model(model.inputs, model.outputs, name=model.name)
+    tmp = path.with_name(f".{path.stem}.tmp.keras")  # Keras insists on the .keras suffix
+    try:
+        plain.save(tmp)
+        os.replace(tmp, path)
+    except OSError as ex:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {ex.strerror or ex}") from ex
+    log.info("model: %s", path)
+
+
+def load_exported(path: Path) -> keras.Model:
+    """A ``.keras`` file back as a model; a damaged or foreign file is one UserError."""
+    if not zipfile.is_zipfile(path):
+        raise UserError(
+            f"cannot load the model {path}: not a Keras archive (damaged, or not a .keras file)"
+        )
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as ex:  # any file Keras cannot load is the user's to fix
+        first = (str(ex).strip().splitlines() or [type(ex).__name__])[0]
+        raise UserError(f"cannot load the model {path}: {first}") from ex

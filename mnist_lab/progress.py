@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
-from mnist_lab.backend import keras
-from mnist_lab.callbacks import EvalRecord
 from mnist_lab.console import console
+from mnist_lab.report import EvalRecord
 
 log = logging.getLogger("mnist_lab.train")
 
@@ -18,21 +18,20 @@ log = logging.getLogger("mnist_lab.train")
 REFRESH_SECONDS = 0.25
 
 
-class Progress(keras.callbacks.Callback):
-    """Shows step, loss, validation precision, examples/s and ETA; measures training time."""
+class Progress:
+    """Shows step, loss, validation precision, examples/s and ETA (called by the step clock)."""
 
     def __init__(self, total_steps: int, batch_size: int, start_step: int = 0) -> None:
-        super().__init__()
         self.total_steps = total_steps
         self.batch_size = batch_size
         self.start_step = start_step
-        self._started = 0.0
+        self._started = time.perf_counter()
         self._last_draw = 0.0
         self._val = "-"
         self._bar: RichProgress | None = None
         self._task: TaskID | None = None
 
-    def on_train_begin(self, logs: dict | None = None) -> None:
+    def begin(self) -> None:
         self._started = time.perf_counter()
         if console.is_terminal:
             self._bar = RichProgress(
@@ -54,29 +53,24 @@ class Progress(keras.callbacks.Callback):
             )
             self._bar.start()
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+    def update(self, step: int, logs: dict[str, Any]) -> None:
+        """After each compiled call: redraw the bar, at most every REFRESH_SECONDS."""
         if self._bar is None:
             return
         now = time.perf_counter()
         if now - self._last_draw < REFRESH_SECONDS:
             return
         self._last_draw = now
-        step = self.start_step + batch + 1
-        done = step - self.start_step
-        rate = done * self.batch_size / max(now - self._started, 1e-9)
         self._bar.update(
             self._task,  # type: ignore[arg-type]  # set with the bar
             completed=step,
-            loss=f"{(logs or {}).get('loss', float('nan')):.4f}",
+            loss=f"{logs.get('loss', float('nan')):.4f}",
             val=self._val,
-            rate=f"{rate:,.0f} ex/s",
+            rate=f"{self._rate(step, now):,.0f} ex/s",
         )
 
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.close()
-
     def close(self) -> None:
-        """Stop the bar (idempotent): also called when ``fit`` raises."""
+        """Stop the bar (idempotent): also called when training raises."""
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
@@ -84,8 +78,6 @@ class Progress(keras.callbacks.Callback):
     def on_evaluation(self, record: EvalRecord) -> None:
         precision = record.validation.precision
         self._val = "-" if precision is None else f"{precision:.4f}"
-        done = record.step - self.start_step
-        rate = done * self.batch_size / max(time.perf_counter() - self._started, 1e-9)
         log.info(
             "step %d/%d: loss %.4f, train precision %.4f, validation precision %s, "
             "lr %.3g, %s ex/s",
@@ -95,5 +87,8 @@ class Progress(keras.callbacks.Callback):
             record.train_precision,
             self._val,
             record.learning_rate,
-            f"{rate:,.0f}",
+            f"{self._rate(record.step, time.perf_counter()):,.0f}",
         )
+
+    def _rate(self, step: int, now: float) -> float:
+        return (step - self.start_step) * self.batch_size / max(now - self._started, 1e-9)

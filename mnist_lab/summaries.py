@@ -10,18 +10,20 @@ One TensorBoard run per folder, so that ``tensorboard --logdir <sweep>`` lists e
     ``config``.
 ``train/`` and ``validation/``
     ``loss`` and ``precision`` at each evaluation, under the same tags so the curves overlay.
-    train/ also has ``learning_rate``, ``examples_per_second`` and the ``inputs`` image;
+    train/ also has ``learning_rate``, ``examples_per_second`` and the ``inputs`` image (the
+    first training batch, augmented when augmentation is on);
     validation/ the ``misclassified`` and ``confusion_matrix`` images, at the end.
 
 Nothing is written inside the compiled training step: scalars and histograms are written at
-evaluation points only, a few milliseconds each, timed into ``RunSummaries.seconds``.
+evaluation points only, a few milliseconds each, timed by the loop's step clock.
 """
 
 from __future__ import annotations
 
 import io
-import time
+import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +35,9 @@ from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import summary as hparams_summary
 
 from mnist_lab.backend import keras, tf
-from mnist_lab.callbacks import EvalRecord
-from mnist_lab.evaluation import SplitResult
+from mnist_lab.errors import UserError
+from mnist_lab.records import LOCATION_KEYS
+from mnist_lab.report import EvalRecord, SplitResult
 
 # Images per grid: enough to see a pattern, small enough to stay a few hundred KB.
 GRID_IMAGES = 40
@@ -45,7 +48,11 @@ HParamValue = bool | int | float | str
 
 
 class RunSummaries:
-    """Writes the run's summaries; every method is a no-op when ``trainer.tensorboard`` is off."""
+    """Writes the run's summaries; every method is a no-op when ``trainer.tensorboard`` is off.
+
+    The loop calls ``start``, then ``write_evaluation`` at each evaluation (timed by the step
+    clock as the loop's own cost), then ``end``.
+    """
 
     def __init__(self, log_dir: Path, model: keras.Model, cfg: Any, data: Any) -> None:
         self.log_dir = Path(log_dir)
@@ -53,56 +60,75 @@ class RunSummaries:
         self.cfg = cfg
         self.data = data
         self.enabled = bool(cfg.trainer.tensorboard)
-        self.seconds = 0.0  # time spent writing during training, kept out of the throughput
         self._writers: dict[str, tf.summary.SummaryWriter] = {}
-        self._hook = _SummaryHook(self)
-        self._pending: list[tuple[EvalRecord, float | None]] = []
 
-    def callbacks(self, start_step: int) -> list[keras.callbacks.Callback]:
-        """Write what is known before training; return the callback that writes during it."""
-        if not self.enabled:
-            return []
-        self._hook = _SummaryHook(self, start_step)
-        # On resume this is written again at the resumed step: harmless, and it keeps a run
-        # whose first part had TensorBoard off complete.
-        self._write_start(start_step)
-        return [self._hook]
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A full disk or a vanished folder while writing is one line, not a traceback."""
+        try:
+            yield
+        except (OSError, tf.errors.OpError) as ex:
+            raise UserError(
+                f"cannot write TensorBoard summaries in {self.log_dir}: {op_error_text(ex)}; "
+                "or turn them off with trainer.tensorboard=false"
+            ) from ex
 
-    def on_evaluation(self, record: EvalRecord) -> None:
-        """Queue the record: it is written by our callback right after the evaluation one.
+    def start(self, step: int, inputs: tuple[np.ndarray, np.ndarray]) -> None:
+        with self._writing():
+            self._start(step, inputs)
 
-        Writing here would hide the time in the evaluation's own timing; written from our
-        callback, it is counted once, in ``self.seconds``.
+    def write_evaluation(self, record: EvalRecord, examples_per_second: float | None) -> None:
+        with self._writing():
+            self._write_evaluation(record, examples_per_second)
+
+    def end(self, results: dict[str, SplitResult], validation_predicted: np.ndarray) -> None:
+        with self._writing():
+            self._end(results, validation_predicted)
+
+    def _start(self, step: int, inputs: tuple[np.ndarray, np.ndarray]) -> None:
+        """What is known before training: hyperparameters, graph, texts, the first inputs.
+
+        On resume this is written again at the resumed step: harmless, and it keeps a run
+        whose first part had TensorBoard off complete. ``inputs`` is the first training batch
+        as the model sees it (augmented, when augmentation is on).
         """
-        if self.enabled:
-            rate = self._hook.examples_per_second(self.cfg.trainer.batch_size)
-            self._pending.append((record, rate))
-
-    def write_pending(self) -> None:
-        """Write the queued evaluations' scalars and histograms, timed into ``self.seconds``."""
-        if not self._pending:
+        if not self.enabled:
             return
-        started = time.perf_counter()
-        for record, rate in self._pending:
-            self._write_evaluation(record, rate)
-        self._pending.clear()
-        # Flushed so a live TensorBoard shows the new points now, not in two minutes.
-        for writer in self._writers.values():
-            writer.flush()
-        self.seconds += time.perf_counter() - started
+        with self._writer("").as_default(step=step):
+            # The run's own folder as the trial id: sessions of different runs never merge,
+            # even when their logged hyperparameters are equal.
+            hp.hparams(hparams_of(self.cfg, self.model), trial_id=str(self.log_dir.parent))
+            tf.summary.graph(forward_graph(self.model))
+            tf.summary.text("model/summary", code_block(model_summary(self.model)))
+            tf.summary.text("config", code_block(OmegaConf.to_yaml(self.cfg, resolve=True)))
+            # The initial weights; this also pays TensorFlow's first-use costs before training.
+            self._write_histograms()
+        images, labels = inputs[0][:GRID_IMAGES], inputs[1][:GRID_IMAGES]
+        augmented = bool(self.cfg.data.augment.enabled)
+        with self._writer("train").as_default(step=step):
+            tf.summary.image(
+                "inputs",
+                render_grid(images, [self.data.class_names[label] for label in labels]),
+                description=f"The first {len(images)} images of the first training batch "
+                f"with their class{', augmented' if augmented else ''}.",
+            )
+        self._flush()
 
-    def _write_evaluation(self, record: EvalRecord, rate: float | None) -> None:
+    def _write_evaluation(self, record: EvalRecord, examples_per_second: float | None) -> None:
+        """Scalars and histograms at an evaluation, flushed so a live TensorBoard shows them."""
+        if not self.enabled:
+            return
         step = record.step
         with self._writer("train").as_default(step=step):
             tf.summary.scalar("loss", record.train_loss)
             tf.summary.scalar("precision", record.train_precision)
             tf.summary.scalar("learning_rate", record.learning_rate)
-            if rate is not None:
+            if examples_per_second is not None:
                 tf.summary.scalar(
                     "examples_per_second",
-                    rate,
+                    examples_per_second,
                     description="Training throughput since the previous evaluation, "
-                    "evaluation and summaries excluded.",
+                    "evaluation, summaries and checkpoints excluded.",
                 )
         if record.validation.num_examples:
             with self._writer("validation").as_default(step=step):
@@ -110,16 +136,16 @@ class RunSummaries:
                 tf.summary.scalar("precision", record.validation.precision)
         with self._writer("").as_default(step=step):
             self._write_histograms()
+        self._flush()
 
     def _write_histograms(self) -> None:
         for weight in self.model.trainable_weights:
             write_histogram(weight.path, weight.value)
 
-    def on_end(self, results: dict[str, SplitResult], validation_predicted: np.ndarray) -> None:
+    def _end(self, results: dict[str, SplitResult], validation_predicted: np.ndarray) -> None:
         """The final figures, and images of the validation split's predicted classes."""
         if not self.enabled:
             return
-        self.write_pending()
         step = int(self.cfg.trainer.steps)
         with self._writer("").as_default(step=step):
             for split, result in results.items():
@@ -141,6 +167,9 @@ class RunSummaries:
         if len(self.data.validation):
             with self._writer("validation").as_default(step=step):
                 self._write_validation_images(validation_predicted)
+        self.close()
+
+    def close(self) -> None:
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
@@ -164,70 +193,25 @@ class RunSummaries:
     def _writer(self, run: str) -> tf.summary.SummaryWriter:
         """The writer of sub-run ``run`` ("" is the job's own folder), created on first use."""
         if run not in self._writers:
-            self._writers[run] = tf.summary.create_file_writer(str(self.log_dir / run))
+            try:
+                self._writers[run] = tf.summary.create_file_writer(str(self.log_dir / run))
+            except (OSError, tf.errors.OpError) as ex:
+                raise UserError(
+                    f"cannot write TensorBoard summaries in {self.log_dir / run}: "
+                    f"{op_error_text(ex)}; or turn them off with trainer.tensorboard=false"
+                ) from ex
         return self._writers[run]
 
-    def _write_start(self, step: int) -> None:
-        with self._writer("").as_default(step=step):
-            # The run's own folder as the trial id: sessions of different runs never merge,
-            # even when their logged hyperparameters are equal.
-            hp.hparams(hparams_of(self.cfg, self.model), trial_id=str(self.log_dir.parent))
-            tf.summary.graph(forward_graph(self.model))
-            tf.summary.text("model/summary", code_block(model_summary(self.model)))
-            tf.summary.text("config", code_block(OmegaConf.to_yaml(self.cfg, resolve=True)))
-            # The initial weights; this also pays TensorFlow's first-use costs before training.
-            self._write_histograms()
-        train = self.data.train
-        titles = [self.data.class_names[label] for label in train.labels[:GRID_IMAGES]]
-        with self._writer("train").as_default(step=step):
-            tf.summary.image(
-                "inputs",
-                render_grid(train.images[:GRID_IMAGES], titles),
-                description=f"The first {GRID_IMAGES} training images with their class.",
-            )
+    def _flush(self) -> None:
         for writer in self._writers.values():
             writer.flush()
 
 
-class _SummaryHook(keras.callbacks.Callback):
-    """Writes each evaluation's summaries just after it, and times the training between them.
-
-    The loop places this callback after the evaluation one, so at an evaluation step the
-    record is already queued when ``on_train_batch_end`` runs here. The ``examples_per_second``
-    window opens when a batch begins after an evaluation (or when the first batch ends) and
-    closes at the last batch end before the next one: evaluation, summaries, the checkpoint
-    saved at an evaluation step and the first step's compilation stay out of it. One clock
-    read per step and no device sync (the loop's other callbacks already wait for each step).
-    """
-
-    def __init__(self, summaries: RunSummaries, start_step: int = 0) -> None:
-        super().__init__()
-        self.summaries = summaries
-        self.start_step = start_step
-        self._opened: tuple[int, float] | None = None  # (steps done, time) at the window start
-        self._last: tuple[int, float] | None = None  # (steps done, time) at the last batch end
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        if self._opened is None and self._last is not None:
-            self._opened = (self.start_step + batch, time.perf_counter())
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        now = time.perf_counter()
-        if self._last is None:
-            # The first batch also traced and compiled the step: the first window opens after.
-            self._opened = (self.start_step + batch + 1, now)
-        self._last = (self.start_step + batch + 1, now)
-        self.summaries.write_pending()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.summaries.write_pending()
-
-    def examples_per_second(self, batch_size: int) -> float | None:
-        """The rate over the window that ends now, which then closes; None if it is empty."""
-        opened, last, self._opened = self._opened, self._last, None
-        if opened is None or last is None or last[0] <= opened[0] or last[1] <= opened[1]:
-            return None
-        return (last[0] - opened[0]) * batch_size / (last[1] - opened[1])
+def op_error_text(ex: BaseException) -> str:
+    """TensorFlow's message without its op and function decorations: "Not a directory"."""
+    text = getattr(ex, "message", None) or str(ex)
+    text = re.sub(r"\{\{.*?\}\}|\[Op:[^\]]*\].*", "", text.splitlines()[0] if text else "")
+    return text.strip() or type(ex).__name__
 
 
 # ---------------------------------------------------------------- what is written
@@ -251,7 +235,7 @@ def hparams_of(cfg: Any, model: keras.Model) -> dict[str, HParamValue]:
     for group in ("model", "optimizer", "data"):
         tree = OmegaConf.to_container(cfg[group], resolve=True)
         for key, value in _leaves(tree, group):
-            if not key.endswith(".name") and key not in ("data.dir", "data.download"):
+            if not key.endswith(".name") and key not in LOCATION_KEYS:
                 values[key] = _hparam_value(value)
     return values
 
@@ -276,9 +260,9 @@ def _hparam_value(value: Any) -> HParamValue:
 def write_histogram(tag: str, values: tf.Tensor, buckets: int = 30) -> None:
     """What ``tf.summary.histogram`` writes (``buckets`` rows of left edge, right edge, count).
 
-    TensorBoard's own op counts with an (n, buckets) float64 one-hot: 770 MB and 0.2 s for the
-    CNN's 3136x1024 dense kernel at each evaluation. One native op counts in place here, and the
-    edges are computed on the host: 1-10 ms a weight, any size.
+    TensorBoard's own op counts with an (n, buckets) float64 one-hot, which for the CNN's
+    3136x1024 dense kernel is hundreds of MB at each evaluation. One native op counts in place
+    here, and the edges are computed on the host, whatever the size of the weight.
     """
     values = tf.reshape(values, [-1])
     low, high = float(tf.reduce_min(values)), float(tf.reduce_max(values))

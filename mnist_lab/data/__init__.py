@@ -6,6 +6,7 @@ No TensorFlow here (the CLI must start fast); the tf.data input pipeline is in
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -17,13 +18,13 @@ from mnist_lab.data import fake, sources
 from mnist_lab.data.idx import RawData
 from mnist_lab.errors import UserError
 
-__all__ = ["CLASS_NAMES", "Dataset", "Split", "load_dataset", "split_training_file"]
+__all__ = ["CLASS_NAMES", "Dataset", "Split", "fingerprint", "load_dataset", "split_training_file"]
 
 log = logging.getLogger(__name__)
 
-_DIGITS = tuple(str(d) for d in range(10))
+DIGITS = tuple(str(d) for d in range(10))
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
-    "mnist": _DIGITS,
+    "mnist": DIGITS,
     "fashion_mnist": (
         "T-shirt/top",
         "Trouser",
@@ -36,7 +37,7 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
         "Bag",
         "Ankle boot",
     ),
-    "fake": _DIGITS,
+    "fake": DIGITS,
 }
 
 
@@ -59,24 +60,21 @@ class Dataset:
     train: Split
     validation: Split
     test: Split
-    source: str  # where the data came from, for the log
+    location: str  # where the files were read, recorded with the run
+    fingerprint: str  # of the files' contents: a resumed run must see the same data
 
 
 def load_dataset(cfg: Any, *, console: Console | None = None) -> Dataset:
-    """Load the dataset ``cfg`` (a DataConfig / FakeDataConfig or its DictConfig) describes.
+    """Load the dataset ``cfg`` (the ``data`` config node) describes.
 
     ``console`` shows download progress. Raises UserError for anything the user can fix.
     """
     if cfg.name == "fake":
         raw = fake.generate(cfg.train_size, cfg.test_size)
-        source = "synthetic (mnist_lab.data.fake)"
-    elif cfg.name in sources.DATASETS:
-        got = sources.acquire(cfg.name, user_dir=cfg.dir, download=cfg.download, console=console)
-        raw, source = got.data, str(got.location)
+        location = "synthetic (mnist_lab.data.fake)"
     else:
-        raise UserError(
-            f"data.name={cfg.name!r} is not valid: expected one of {', '.join(CLASS_NAMES)}"
-        )
+        got = sources.acquire(cfg.name, user_dir=cfg.dir, download=cfg.download, console=console)
+        raw, location = got.data, str(got.location)
     train, validation = split_training_file(raw, cfg.validation_size, cfg.train_limit)
     return Dataset(
         name=cfg.name,
@@ -84,8 +82,17 @@ def load_dataset(cfg: Any, *, console: Console | None = None) -> Dataset:
         train=train,
         validation=validation,
         test=Split(raw.test_images, raw.test_labels),
-        source=source,
+        location=location,
+        fingerprint=fingerprint(raw),
     )
+
+
+def fingerprint(raw: RawData) -> str:
+    """sha256 of the four arrays, whatever files (IDX, .gz, .npz) they were read from."""
+    digest = hashlib.sha256()
+    for array in raw:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return f"sha256:{digest.hexdigest()}"
 
 
 def split_training_file(

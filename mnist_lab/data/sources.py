@@ -1,9 +1,10 @@
 """Finding, downloading and verifying the MNIST / Fashion-MNIST files.
 
-Sources, in order: the user's ``data.dir``, the cache (``$MNIST_LAB_DATA/<dataset>``, default
-``~/.cache/mnist-lab``), Debian's ``dataset-fashion-mnist`` package, then downloads (only when
-allowed). Every file outside ``data.dir`` is checked against a pinned sha256 each time it is
-read (hashing is ~30 ms for MNIST, far cheaper than a silently wrong dataset). A download or
+Sources: the user's ``data.dir`` alone when it is given (what the user names is what is used);
+otherwise, in order, the cache (``$MNIST_LAB_DATA/<dataset>``, default ``~/.cache/mnist-lab``),
+Debian's ``dataset-fashion-mnist`` package, then downloads (only when allowed). Every file
+outside ``data.dir`` is checked against a pinned sha256 each time it is read (far cheaper than
+a silently wrong dataset). A download or
 extraction is written under a temporary name and renamed onto its final name only once its hash
 matches, so an interrupted or corrupt transfer never leaves a file that a later run would read.
 """
@@ -38,6 +39,11 @@ from rich.progress import (
 from mnist_lab.console import console as default_console
 from mnist_lab.data.idx import IDX_FILES, RawData, load_idx, load_npz
 from mnist_lab.errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # Windows: downloads are not serialised
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -110,15 +116,21 @@ def acquire(
 ) -> Acquired:
     """Load ``dataset`` from the first source that has it; downloads go into ``store``.
 
-    ``store`` defaults to the cache folder. Raises UserError listing every source tried.
+    A ``user_dir`` (``data.dir``) is the only source when given: what the user names is what
+    is used. ``store`` defaults to the cache folder. Raises UserError listing every source tried.
     """
+    if user_dir is not None:
+        return _logged(dataset, _from_user_dir(Path(user_dir).expanduser(), dataset))
     cache = cache_dir(dataset)
     store = store if store is not None else cache
+    with _store_locked(store):
+        return _acquire_shared(dataset, cache, store, download, console)
+
+
+def _acquire_shared(
+    dataset: str, cache: Path, store: Path, download: bool, console: Console | None
+) -> Acquired:
     tried: list[str] = []
-    if user_dir is not None:
-        got = _from_user_dir(Path(user_dir).expanduser(), dataset, tried)
-        if got is not None:
-            return _logged(dataset, got)
     folders = [("cache", cache)] if store == cache else [("folder", store), ("cache", cache)]
     if dataset == "fashion_mnist":
         folders.append(("system package", SYSTEM_FASHION_DIR))
@@ -141,6 +153,31 @@ def acquire(
         f"(tried {'; '.join(tried)}); put the four IDX files (raw or .gz) in {store} or pass "
         f"data.dir=<folder>, or run `mnist-lab-data --dataset {dataset}` where the network works"
     )
+
+
+@contextmanager
+def _store_locked(store: Path) -> Iterator[None]:
+    """Hold ``store``'s lock while reading or filling it: one download at a time, and the
+    ``.part`` files left by a killed download are removed (nobody else can be writing them).
+
+    A store we cannot write in (a read-only shared cache) is read without the lock.
+    """
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        fd = os.open(store / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits for another process's download
+        for leftover in store.glob(".*.part"):
+            with suppress(OSError):
+                leftover.unlink()
+                log.info("removed %s, left by an interrupted download", leftover)
+        yield
+    finally:
+        os.close(fd)
 
 
 def install(
@@ -214,15 +251,26 @@ def _missing_reason(folder: Path, dataset: str) -> str:
     return f"missing {', '.join(missing)} (raw or .gz){npz}"
 
 
-def _from_user_dir(folder: Path, dataset: str, tried: list[str]) -> Acquired | None:
-    """The user's own folder: headers are validated (UserError), hashes only warned about."""
+def _from_user_dir(folder: Path, dataset: str) -> Acquired:
+    """The user's own folder, and nothing else: headers are validated (UserError), hashes
+    only warned about (a folder of your own may hold modified data on purpose)."""
+    if not folder.exists():
+        raise UserError(
+            f"data.dir={folder}: no such folder; expected a folder with {_wanted(dataset)}"
+        )
+    if not folder.is_dir():
+        raise UserError(
+            f"data.dir={folder}: a file, not a folder; expected a folder with {_wanted(dataset)}"
+        )
     sets = _candidates(folder, dataset)
     if not sets:
-        reason = _missing_reason(folder, dataset)
-        log.warning("data.dir=%s: %s; looking elsewhere", folder, reason)
-        tried.append(f"data.dir={folder}: {reason}")
-        return None
+        raise UserError(f"data.dir={folder}: {_missing_reason(folder, dataset)}")
     return _load_files(sets[0], dataset, "data.dir", strict=False)
+
+
+def _wanted(dataset: str) -> str:
+    npz = " (or mnist.npz)" if dataset == "mnist" else ""
+    return f"the four IDX files {', '.join(IDX_FILES)}, raw or .gz{npz}"
 
 
 def _load_verified(folder: Path, dataset: str, origin: str) -> Acquired:

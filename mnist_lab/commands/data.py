@@ -6,22 +6,24 @@ import argparse
 import logging
 from pathlib import Path
 
-from mnist_lab.console import console, error_line
+from mnist_lab.commands import run_command
+from mnist_lab.console import console
 from mnist_lab.data import sources
 from mnist_lab.errors import UserError
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        got = sources.acquire(
-            args.dataset, store=args.dir, download=not args.no_download, console=console
-        )
-        files = _place(got, args.dir)
-    except UserError as e:
-        error_line(str(e))
-        return 2
+    run_command(lambda: fetch(args))
+
+
+def fetch(args: argparse.Namespace) -> None:
+    """Acquire and verify the data set, copy it into ``--dir`` when asked, say where it is."""
+    got = sources.acquire(
+        args.dataset, store=args.dir, download=not args.no_download, console=console
+    )
+    files = _place(got, args.dir)
     data = got.data
     print(f"{args.dataset}: verified, from {got.origin} {got.location}")
     if files != got.files:
@@ -29,7 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     for path in files:
         print(f"  {path}")
     print(f"  {len(data.train_labels)} training and {len(data.test_labels)} test examples")
-    return 0
 
 
 def _parser() -> argparse.ArgumentParser:

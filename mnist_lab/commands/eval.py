@@ -1,28 +1,24 @@
 """``mnist-lab-eval``: evaluate a run's checkpoint on train/validation/test.
 
-The model is rebuilt from the config the run saved next to its checkpoints, the weights are
-restored, and the splits are counted by the same Evaluator as training used, so on a finished
-run the numbers are exactly those of its ``metrics.json``.
+The model is rebuilt from the config that produced the run's results (the one inside its
+``metrics.json``, or the one saved with its checkpoints), the weights are restored, and the
+splits are counted by the same Evaluator as training used, so on a finished run the numbers
+are exactly those of its ``metrics.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from mnist_lab.console import error_line
-from mnist_lab.errors import EXIT_USER_ERROR, UserError
+from omegaconf import OmegaConf
 
-SPLITS = ("train", "validation", "test")
-# The run's layout, as mnist_lab.checkpoints writes it (not imported here: it loads TensorFlow;
-# tests/test_eval_predict.py checks the two agree).
-CHECKPOINTS_DIR = "checkpoints"
-BEST_DIR = "best"
-CONFIG_FILE = "config.yaml"
-MODEL_FILE = "model.keras"
-STATE_FILE = "checkpoint"  # TensorFlow's checkpoint state file
+from mnist_lab import records, resume
+from mnist_lab.commands import run_command
+from mnist_lab.errors import UserError
+from mnist_lab.layout import BEST, CHECKPOINTS, EVAL, SPLITS, STATE_FILE
 
 
 @dataclass(frozen=True)
@@ -37,10 +33,10 @@ def locate(path: Path, best: bool = False) -> Target:
     """Resolve a run folder, its ``checkpoints/`` (or ``best/``) folder, or one checkpoint."""
     if path.name.endswith(".index"):
         path = path.with_name(path.name[: -len(".index")])
-    if (path / CHECKPOINTS_DIR).is_dir():
-        return locate(path / CHECKPOINTS_DIR, best)
-    if (path / STATE_FILE).is_file() or (path / BEST_DIR).is_dir():
-        folder = path / BEST_DIR if best and path.name != BEST_DIR else path
+    if (path / CHECKPOINTS).is_dir():
+        return locate(path / CHECKPOINTS, best)
+    if (path / STATE_FILE).is_file() or (path / BEST).is_dir():
+        folder = path / BEST if best and path.name != BEST else path
         return Target(_run_of(folder), folder)
     if path.with_name(path.name + ".index").is_file():
         if best:
@@ -54,7 +50,7 @@ def locate(path: Path, best: bool = False) -> Target:
 
 def _run_of(folder: Path) -> Path:
     """The run dir of a checkpoint folder: <run>/checkpoints or <run>/checkpoints/best."""
-    return folder.parent.parent if folder.name == BEST_DIR else folder.parent
+    return folder.parent.parent if folder.name == BEST else folder.parent
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,48 +72,58 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def run_config(run_dir: Path) -> Any:
+    """The config of a run's results, or of its checkpoints; UserError when it has none."""
+    info = records.read_run(run_dir)
+    if info.config is None:
+        raise UserError(
+            f"{run_dir} has no readable config (checkpoints/config.yaml or metrics.json): "
+            "expected a run folder written by mnist-lab"
+        )
+    return OmegaConf.create(info.config)
+
+
 def evaluate(target: Target, splits: list[str], output: Path) -> dict:
     """Restore ``target``, evaluate ``splits``, print the report, write ``output``."""
+    cfg = run_config(target.run_dir)
     from mnist_lab.backend import configure_tensorflow  # TensorFlow: only once args are good
-    from mnist_lab.checkpoints import latest_checkpoint, load_config, restore_model
+    from mnist_lab.checkpoints import latest_checkpoint, restore_model
     from mnist_lab.data import load_dataset
-    from mnist_lab.evaluation import Evaluator, print_report, write_metrics
-    from mnist_lab.train import build_compiled_model
+    from mnist_lab.evaluation import Evaluator
+    from mnist_lab.models import build_compiled_model
+    from mnist_lab.report import print_report
 
-    cfg = load_config(target.run_dir / CHECKPOINTS_DIR / CONFIG_FILE)
     checkpoint = latest_checkpoint(target.checkpoint)
     configure_tensorflow(cfg)
     data = load_dataset(cfg.data)
+    resume.check_same_data(target.run_dir, data.fingerprint, action="evaluate")
     model = build_compiled_model(cfg)
     step = restore_model(model, checkpoint)
     evaluator = Evaluator(model, cfg.trainer.eval_batch_size)
     results = {name: evaluator.evaluate(getattr(data, name)) for name in splits}
     name = Path(checkpoint).name
-    name = f"{BEST_DIR}/{name}" if Path(checkpoint).parent.name == BEST_DIR else name
+    name = f"{BEST}/{name}" if Path(checkpoint).parent.name == BEST else name
     print_report(results, title=f"{model.name} on {data.name}, step {step} ({name})")
     report = {
         "checkpoint": str(Path(checkpoint).resolve()),
         "step": step,
         **{name: r.as_dict() for name, r in results.items()},
     }
-    try:
-        write_metrics(output, report)
-    except OSError as ex:
-        raise UserError(f"cannot write {output}: {ex.strerror or ex}") from ex
+    records.write_json(output, report)
     print(f"results: {output}")
     return report
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    try:
+
+    def body() -> None:
         target = locate(args.path, best=args.best)
-        output = args.output or target.run_dir / "eval.json"
+        output = args.output or target.run_dir / EVAL
         splits = list(dict.fromkeys(args.split or SPLITS))  # in order, each once
         evaluate(target, splits, output)
-    except UserError as ex:
-        error_line(str(ex))
-        sys.exit(EXIT_USER_ERROR)
+
+    run_command(body)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,80 @@
+"""Stopping a run cleanly: Ctrl-C and SIGTERM (and the search's pruner) ask the loop to stop
+after the current compiled call; the loop then saves a checkpoint and raises ``Interrupted``.
+
+A second signal exits at once: TensorFlow's checkpoint state file is replaced atomically, so an
+interrupted write is never read as a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class Interrupted(BaseException):  # noqa: N818 - named for what happened, like KeyboardInterrupt
+    """The run stopped on a signal after saving its checkpoint.
+
+    A BaseException, like KeyboardInterrupt: it passes through Hydra's job runner and its
+    launchers (which catch Exception), so a signal ends a whole sweep, not only its job.
+    """
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        super().__init__(message or signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports it
+
+
+class TrialPruned(Exception):  # noqa: N818 - Optuna's name for the same outcome
+    """The search's pruner stopped the run; its checkpoint and ``pruned.json`` are saved."""
+
+
+class StopRequests:
+    """Why the loop should stop early, if it should: a signal, or the pruner."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.pruned = False
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None or self.pruned
+
+    def prune(self) -> None:
+        self.pruned = True
+
+    @contextmanager
+    def on_signals(self) -> Iterator[None]:
+        """Turn SIGINT and SIGTERM into a stop request for the duration."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be installed from the main thread
+            return
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            log.warning("%s again: exiting now", signal.Signals(signum).name)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + signum)  # nothing half-written is ever read: no cleanup to wait for
+        self.signum = signum
+        log.warning(
+            "%s: stopping after the current step to save a checkpoint (again to quit at once)",
+            signal.Signals(signum).name,
+        )

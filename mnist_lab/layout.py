@@ -1,0 +1,67 @@
+"""What a run folder holds, by name: every module that reads or writes one uses these.
+
+::
+
+    <run>/                      Hydra's output dir (hydra.run.dir, or <sweep>/<job>)
+      .lock                     held by the one process writing the run (locks.py)
+      .hydra/                   Hydra's copy of the config and overrides (rewritten at each start)
+      mnist-lab.log             everything the run logged
+      checkpoints/
+        config.yaml             the run's config, written once the run may start
+        run.json                overrides, data fingerprint, start time; training figures at the end
+        checkpoint, ckpt-N.*    TensorFlow's checkpoints; best/ the best by validation precision
+      tensorboard/              the summaries
+      model.keras               the trained model, for plain Keras
+      predictions.npz           each split's labels and predicted probabilities (for ensembles)
+      metrics.json              the results and the config that produced them: written last,
+                                so a run is finished exactly when it exists
+      error.json                a sweep job that failed
+      pruned.json               a search trial stopped early by the pruner
+      eval.json                 what mnist-lab-eval wrote
+
+No TensorFlow here: the CLI, the sweep summary and ``mnist-lab-runs`` read folders fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SPLITS = ("train", "validation", "test")
+
+LOCK = ".lock"
+HYDRA = ".hydra"
+LOG = "mnist-lab.log"
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+SAVED_CONFIG = "config.yaml"
+RUN_RECORD = "run.json"
+STATE_FILE = "checkpoint"  # TensorFlow's checkpoint state file
+CHECKPOINT_PREFIX = "ckpt"
+TENSORBOARD = "tensorboard"
+MODEL = "model.keras"
+PREDICTIONS = "predictions.npz"
+METRICS = "metrics.json"
+ERROR = "error.json"
+PRUNED = "pruned.json"
+EVAL = "eval.json"
+# The files a sweep folder holds besides its jobs.
+MULTIRUN = "multirun.yaml"  # Hydra's record of the sweep's config and command line
+SUMMARY_CSV = "summary.csv"
+SUMMARY_JSON = "summary.json"
+
+
+def checkpoints_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / CHECKPOINTS
+
+
+def saved_config(run_dir: Path) -> Path:
+    return Path(run_dir) / CHECKPOINTS / SAVED_CONFIG
+
+
+def run_record(run_dir: Path) -> Path:
+    return Path(run_dir) / CHECKPOINTS / RUN_RECORD
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    folder = checkpoints_dir(run_dir)
+    return (folder / STATE_FILE).is_file() or any(folder.glob(f"{CHECKPOINT_PREFIX}-*.index"))

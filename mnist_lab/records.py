@@ -1,0 +1,211 @@
+"""A run folder's records, read and written without TensorFlow, and the run's status from them.
+
+Resume, sweeps, the sweep summary, the search and ``mnist-lab-runs`` all decide what a folder
+holds here, so they never disagree:
+
+- **running**: a live process holds the folder's lock;
+- **finished**: ``metrics.json`` exists (it is written last, after the model and summaries);
+- **pruned**: ``pruned.json`` (a search trial the pruner stopped); it resumes if run again;
+- **failed**: ``error.json`` (a sweep job that raised); a rerun tries again;
+- **interrupted**: anything else: a rerun continues from the last checkpoint, or starts.
+
+A finished run's config is the one saved inside its ``metrics.json``: the numbers and the
+config that produced them are one file, written at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnist_lab import layout, locks
+from mnist_lab.errors import UserError
+
+RUNNING, FINISHED, PRUNED, FAILED, INTERRUPTED = (
+    "running",
+    "finished",
+    "pruned",
+    "failed",
+    "interrupted",
+)
+STATUSES = (RUNNING, FINISHED, PRUNED, FAILED, INTERRUPTED)
+# Keys that say where to find the data, not what it is: a run may move its data folder.
+LOCATION_KEYS = ("data.dir", "data.download")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (a temp file renamed over the old): readers never see half of it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as ex:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {ex.strerror or ex}") from ex
+
+
+def write_predictions(path: Path, probabilities: dict[str, Any], labels: dict[str, Any]) -> None:
+    """``predictions.npz`` (each split's ``<split>_probabilities`` and ``<split>_labels``),
+    written atomically like the JSON records."""
+    import numpy as np  # here: listing runs never needs it
+
+    arrays: dict[str, Any] = {}
+    for split, p in probabilities.items():
+        arrays[f"{split}_probabilities"] = p
+        arrays[f"{split}_labels"] = labels[split]
+    tmp = path.with_name(f".{path.stem}.tmp.npz")  # numpy insists on the .npz suffix
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError as ex:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {ex.strerror or ex}") from ex
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when absent, damaged or not an object."""
+    if not Path(path).is_file():  # a folder or a FIFO in its place: never block on it
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# libyaml's loader where installed: the same results, faster when listing many runs.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML in ``path``; None when absent or damaged."""
+    if not Path(path).is_file():
+        return None
+    try:
+        return yaml.load(Path(path).read_text(), Loader=_SAFE_LOADER)
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{"model": {"filters": [4, 8]}} -> {"model.filters": [4, 8]}."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def differences(
+    before: dict[str, Any], after: dict[str, Any], ignore: tuple[str, ...] = LOCATION_KEYS
+) -> list[tuple[str, Any, Any]]:
+    """(key, before, after) for every dotted key whose value differs, in key order.
+
+    A group switched to another option (model=cnn -> mlp) is named by its ``.name`` alone,
+    first, not by every key of both options.
+    """
+    old, new = flatten(before), flatten(after)
+    missing = object()
+    changes = [
+        (k, old.get(k, "<unset>"), new.get(k, "<unset>"))
+        for k in sorted(old.keys() | new.keys())
+        if k not in ignore and old.get(k, missing) != new.get(k, missing)
+    ]
+    switched = tuple(k.removesuffix("name") for k, _, _ in changes if k.endswith(".name"))
+    names = [c for c in changes if c[0].endswith(".name")]
+    return names + [c for c in changes if not c[0].startswith(switched)]
+
+
+def described(changes: list[tuple[str, Any, Any]]) -> str:
+    return ", ".join(f"{k} (was {a!r}, now {b!r})" for k, a, b in changes)
+
+
+@dataclass
+class RunInfo:
+    """What a run folder tells about its run, from its files alone."""
+
+    dir: Path
+    status: str
+    config: dict[str, Any] | None = None  # the config of the results (or of the checkpoints)
+    overrides: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] | None = None
+    error: str | None = None
+    pruned: dict[str, Any] | None = None
+    pid: int | None = None  # the process that holds a running run
+    started: str | None = None  # ISO time the run (or its last resume) started
+    checkpoint_step: int | None = None
+    sweep_dir: Path | None = None  # set for a job of a sweep
+
+    @property
+    def finished(self) -> bool:
+        return self.status == FINISHED
+
+
+def read_run(run_dir: Path) -> RunInfo:
+    """A run folder's status and records (see the module docstring for the statuses)."""
+    run_dir = Path(run_dir)
+    metrics = read_json(run_dir / layout.METRICS)
+    if metrics is not None and not _complete_metrics(metrics):
+        metrics = None  # damaged: not a result anybody may show
+    record = read_json(layout.run_record(run_dir)) or {}
+    # A finished run's config is the one in its metrics.json: the YAML is read only without it
+    # (an interrupted run, or results of an older mnist-lab that did not record their config).
+    has_config = metrics is not None and isinstance(metrics.get("config"), dict)
+    saved = None if has_config else read_yaml(layout.saved_config(run_dir))
+    info = RunInfo(dir=run_dir, status=INTERRUPTED)
+    info.pid = locks.holder(run_dir)
+    info.started = record.get("started")
+    info.overrides = _string_list(record.get("overrides"))
+    info.checkpoint_step = _latest_checkpoint_step(run_dir)
+    info.config = saved if isinstance(saved, dict) else None
+    if metrics is not None:
+        info.metrics = metrics
+        if has_config:
+            info.config = metrics["config"]
+        info.overrides = _string_list(metrics.get("overrides")) or info.overrides
+        info.started = metrics.get("started", info.started)
+    if not info.overrides:
+        # A run killed before it wrote run.json: Hydra's copy is all there is (no results to
+        # misattribute, so a file a later command may rewrite is good enough here).
+        info.overrides = _string_list(read_yaml(run_dir / layout.HYDRA / "overrides.yaml"))
+    pruned = read_json(run_dir / layout.PRUNED)
+    error = read_json(run_dir / layout.ERROR)
+    if info.pid is not None and info.pid != os.getpid():
+        info.status = RUNNING
+    elif metrics is not None:
+        info.status = FINISHED
+    elif pruned is not None:
+        info.status, info.pruned = PRUNED, pruned
+    elif error is not None:
+        info.status = FAILED
+        info.error = f"{error.get('type', 'Error')}: {error.get('error', '')}"
+    return info
+
+
+def _complete_metrics(metrics: dict[str, Any]) -> bool:
+    try:
+        return all(
+            isinstance(metrics[s]["num_examples"], int) and "precision" in metrics[s]
+            for s in layout.SPLITS
+        )
+    except (KeyError, TypeError):
+        return False
+
+
+def _string_list(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _latest_checkpoint_step(run_dir: Path) -> int | None:
+    steps = [
+        int(p.name[len(layout.CHECKPOINT_PREFIX) + 1 : -len(".index")])
+        for p in layout.checkpoints_dir(run_dir).glob(f"{layout.CHECKPOINT_PREFIX}-*.index")
+        if p.name[len(layout.CHECKPOINT_PREFIX) + 1 : -len(".index")].isdigit()
+    ]
+    return max(steps, default=None)
