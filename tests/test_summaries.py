@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -12,10 +11,9 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from tensorboard.util import tensor_util
 
-import mnist_lab.train
 from mnist_lab.backend import tf
-from mnist_lab.summaries import RunSummaries, write_histogram
-from mnist_lab.train import train
+from mnist_lab.loop import train_and_evaluate
+from mnist_lab.summaries import write_histogram
 from tests.conftest import TINY, compose_config
 
 EVAL_STEPS = [30, 60]  # TINY: 60 steps, evaluated every 30
@@ -43,20 +41,11 @@ def scalars(acc: event_accumulator.EventAccumulator, tag: str) -> dict[int, floa
 
 
 @pytest.fixture(scope="module")
-def softmax_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, RunSummaries]:
-    """The run's folder, its metrics and the loop's RunSummaries (kept by a spy)."""
+def softmax_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The run's folder and its metrics."""
     run_dir = tmp_path_factory.mktemp("softmax")
-    made: list[RunSummaries] = []
-
-    class Spy(RunSummaries):
-        def __init__(self, *args: Any) -> None:
-            super().__init__(*args)
-            made.append(self)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(mnist_lab.train, "RunSummaries", Spy)
-        metrics = train(compose_config([*TINY, "model=softmax"]), run_dir)
-    return run_dir, metrics, made[0]
+    metrics = train_and_evaluate(compose_config([*TINY, "model=softmax"]), run_dir)
+    return run_dir, metrics
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +76,13 @@ def test_final_precisions_equal_metrics_json(softmax_run: tuple, logs: dict) -> 
     assert last == pytest.approx(metrics["validation"]["precision"])
 
 
-def test_writing_time_is_counted_once(softmax_run: tuple) -> None:
-    _, metrics, summaries = softmax_run
-    # Written from its own callback, not inside the evaluation's timing: counted once.
-    assert 0 < summaries.seconds < metrics["wall_seconds"]
+def test_the_input_images_are_the_first_batch(softmax_run: tuple, logs: dict) -> None:
+    # 32 images (the batch), not the first 40 of the training file.
+    ((_, image),) = values(logs["train"], "inputs")
+    width, height = int(image[0]), int(image[1])
+    assert width > 0 and height > 0
+    description = logs["train"].SummaryMetadata("inputs").summary_description
+    assert "first 32 images of the first training batch" in description
 
 
 def test_weight_histograms_at_each_evaluation(logs: dict) -> None:
@@ -151,7 +143,7 @@ def test_mlp_and_cnn_templates_and_histograms(
     tmp_path: Path, model: list[str], template: str, hparam: str
 ) -> None:
     cfg = compose_config([*TINY, *model, "trainer.steps=20", "trainer.eval_every=10"])
-    train(cfg, tmp_path)
+    train_and_evaluate(cfg, tmp_path)
     root = load(tmp_path / "tensorboard")
     assert plugin_tags(root, "images") == {template}
     assert len(plugin_tags(root, "histograms")) >= 6  # a kernel and a bias per layer
@@ -163,7 +155,7 @@ def test_mlp_and_cnn_templates_and_histograms(
 
 def test_tensorboard_off_writes_nothing(tmp_path: Path) -> None:
     cfg = compose_config([*TINY, "model=softmax", "trainer.steps=4", "trainer.tensorboard=false"])
-    train(cfg, tmp_path)
+    train_and_evaluate(cfg, tmp_path)
     assert (tmp_path / "metrics.json").exists()
     assert not (tmp_path / "tensorboard").exists()
 

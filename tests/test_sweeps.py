@@ -8,12 +8,12 @@ alone, and most tests read their directories.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,12 +25,10 @@ from typing import Any
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_module
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from mnist_lab.config import register_configs
-from mnist_lab.sweep_summary import all_done, main, summarize
-from tests.conftest import BIN, MNIST_LAB, run_cli
+from mnist_lab.sweeps.summary import all_done, main, summarize
+from tests.conftest import BIN, SPLITS, compose_config, free_port, run_cli, start_cli
 
 # Deterministic and tiny: 20 steps of the MLP on the synthetic set.
 JOB = [
@@ -46,18 +44,7 @@ JOB = [
 ]
 # Three jobs; the second diverges (NaN loss) and must not stop the third.
 GRID = [*JOB, "optimizer.lr=0.05,1e6,0.1"]
-SPLITS = ("train", "validation", "test")
-
-
-def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [MNIST_LAB, *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+NO_FAILURES = {"finished": 2, "pruned": 0, "failed": 1, "running": 0, "interrupted": 0}
 
 
 def sweep_dirs(cwd: Path) -> list[Path]:
@@ -89,7 +76,7 @@ class Sweeps:
 def sweeps(tmp_path_factory: pytest.TempPathFactory) -> Sweeps:
     """The grid and its last job alone, started at the same moment in the same folder."""
     cwd = tmp_path_factory.mktemp("sweeps")
-    procs = [start(["-m", *GRID], cwd), start(["-m", *JOB, "optimizer.lr=0.1"], cwd)]
+    procs = [start_cli(["-m", *GRID], cwd), start_cli(["-m", *JOB, "optimizer.lr=0.1"], cwd)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     by_jobs = {len(list(d.glob("*/.hydra"))): d for d in sweep_dirs(cwd)}
     grid = Sweep(by_jobs.get(3, cwd / "none"), procs[0].returncode, outputs[0])
@@ -109,8 +96,8 @@ def test_grid_runs_every_job_and_ranks_them_by_validation(sweeps: Sweeps) -> Non
     summary = read_summary(grid.dir)
     jobs = summary["jobs"]
     assert summary["ranked_by"] == "validation.precision"
-    assert summary["counts"] == {"done": 2, "failed": 1, "missing": 0}
-    done = [j for j in jobs if j["status"] == "done"]
+    assert summary["counts"] == {**NO_FAILURES, "missing": 0}
+    done = [j for j in jobs if j["status"] == "finished"]
     assert [j["job"] for j in jobs[:2]] == [j["job"] for j in done]  # finished jobs first
     precisions = [j["validation_precision"] for j in done]
     assert precisions == sorted(precisions, reverse=True)
@@ -161,14 +148,65 @@ def test_a_rerun_into_the_same_sweep_dir_resumes_it(sweeps: Sweeps, tmp_path: Pa
     result = run_cli(["-m", *GRID, f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
 
     assert result.returncode == 1, result.stdout + result.stderr  # job 1 diverges again
-    assert f"already finished, skipping: {finished}" in result.stdout
+    assert f"this run already finished; its results: {finished}" in result.stdout
     assert finished.stat().st_mtime_ns == mtime
     after = metrics(sweep_dir / "0")
     assert after["resumed_from_step"] == 0
     for split in SPLITS:
         assert after[split]["num_correct"] == before[split]["num_correct"]
     summary = read_summary(sweep_dir)
-    assert summary["counts"] == {"done": 2, "failed": 1, "missing": 0}
+    assert summary["counts"] == {**NO_FAILURES, "missing": 0}
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+def test_a_rerun_with_other_settings_is_refused_before_any_job(
+    sweeps: Sweeps, tmp_path: Path
+) -> None:
+    # The same sweep with its values in another order: job 0 would be another config.
+    sweep_dir = tmp_path / "sweep"
+    shutil.copytree(sweeps.grid.dir, sweep_dir)
+    before = folder_digest(sweep_dir)
+    result = run_cli(
+        ["-m", *JOB, "optimizer.lr=0.1,1e6,0.05", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert f"{sweep_dir / '0'} holds a finished job with another config" in line
+    assert "optimizer.lr (was 0.05, now 0.1)" in line
+    assert folder_digest(sweep_dir) == before  # no .hydra/ rewritten, no summary, nothing
+
+
+def test_a_second_sweep_into_a_running_sweep_folder_is_refused(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    # Long enough that job 0 still runs (and holds its lock) on the fastest machine: killed below.
+    first = start_cli(
+        ["-m", *JOB, "trainer.steps=200000", "optimizer.lr=0.05", f"hydra.sweep.dir={sweep_dir}"],
+        tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (sweep_dir / "0" / "checkpoints").exists():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        second = run_cli(
+            ["-m", *JOB, "optimizer.lr=0.05", f"hydra.sweep.dir={sweep_dir}"], tmp_path
+        )
+        assert second.returncode == 2
+        assert f"{sweep_dir} is in use by process {first.pid}" in second.stderr
+        single = run_cli([*JOB, "optimizer.lr=0.05", f"hydra.run.dir={sweep_dir / '0'}"], tmp_path)
+        assert single.returncode == 2
+        assert f"is in use by process {first.pid}" in single.stderr
+        assert first.poll() is None  # the refusals above were met while the sweep was running
+    finally:
+        first.kill()
+        first.communicate()
 
 
 def test_invalid_sweep_values_fail_before_any_job(tmp_path: Path) -> None:
@@ -196,10 +234,14 @@ def fake_job(
 
 
 def fake_metrics(validation: float, test: float) -> dict[str, Any]:
+    def split(precision: float) -> dict[str, Any]:
+        return {"num_examples": 100, "num_correct": round(precision * 100), "precision": precision}
+
     return {
         "step": 100,
-        "validation": {"precision": validation},
-        "test": {"precision": test},
+        "train": split(1.0),
+        "validation": split(validation),
+        "test": split(test),
         "wall_seconds": 1.5,
     }
 
@@ -216,21 +258,40 @@ def test_summary_ranks_by_validation_never_by_test(
     ranked = summarize(tmp_path, expected=expected)
 
     assert [(j.job, j.status, j.rank) for j in ranked] == [
-        ("1", "done", 1),
-        ("0", "done", 2),
+        ("1", "finished", 1),
+        ("0", "finished", 2),
         ("2", "failed", None),
-        ("10", "missing", None),
+        ("10", "interrupted", None),  # killed: a folder without results
         ("-", "missing", None),  # never started: known from the grid only
     ]
     assert ranked[2].error == "E: boom"
     assert not all_done(ranked)
     summary = read_summary(tmp_path)
     assert summary["best"]["job"] == "1"
-    assert summary["counts"] == {"done": 2, "failed": 1, "missing": 2}
+    assert summary["counts"] == {**NO_FAILURES, "interrupted": 1, "missing": 1}
     out = capsys.readouterr().out
     assert "every job: data=fake" in out
     assert "best (by validation precision): job 1, validation 0.9500, test 0.8000" in out
     assert "failed: E: boom" in out
+
+
+def test_damaged_job_files_are_reported_not_raised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = fake_job(tmp_path, "0", ["seed=1"], fake_metrics(0.5, 0.5))
+    cut = fake_job(tmp_path, "1", ["seed=2"], fake_metrics(0.6, 0.6))
+    (cut / "metrics.json").write_text('{"step": 100, "validation": {"precis')  # cut short
+    odd = fake_job(tmp_path, "2", ["seed=3"], fake_metrics(0.7, 0.7))
+    (odd / ".hydra" / "overrides.yaml").write_text("- [unclosed\n")
+    (odd / "metrics.json").write_text('["not", "an", "object"]')
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path)])
+    assert exit_info.value.code == 1
+    jobs = {j["job"]: j for j in read_summary(tmp_path)["jobs"]}
+    assert jobs["0"]["status"] == "finished" and jobs["0"]["dir"] == str(good)
+    assert jobs["1"]["status"] == "interrupted" and jobs["1"]["validation_precision"] is None
+    assert jobs["2"]["status"] == "interrupted" and jobs["2"]["overrides"] == []
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_summary_command_and_a_stale_error(tmp_path: Path) -> None:
@@ -240,7 +301,7 @@ def test_summary_command_and_a_stale_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path)])
     assert exit_info.value.code == 0
-    assert read_summary(tmp_path)["jobs"][0]["status"] == "done"
+    assert read_summary(tmp_path)["jobs"][0]["status"] == "finished"
     (job / "metrics.json").unlink()
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path)])
@@ -251,9 +312,7 @@ def test_summary_command_and_a_stale_error(tmp_path: Path) -> None:
 
 
 def compose_with_hydra(overrides: list[str]) -> DictConfig:
-    register_configs()
-    with initialize_config_module(config_module="mnist_lab.conf", version_base="1.3"):
-        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    return compose_config(overrides, hydra=True)
 
 
 @pytest.mark.parametrize("launcher", ["slurm_cpu", "slurm_gpu", "submitit_local"])
@@ -264,20 +323,6 @@ def test_slurm_launcher_configs_compose(launcher: str) -> None:
     if launcher == "slurm_gpu":
         assert cfg.hydra.launcher.gpus_per_node == 1
         assert cfg.hydra.launcher.max_num_timeout == 3  # from slurm_cpu
-
-
-@pytest.mark.parametrize("preset", ["optuna", "optuna_cnn"])
-def test_search_presets_compose(preset: str) -> None:
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    cfg = compose_with_hydra([f"hparams_search={preset}", "hydra.sweeper.n_trials=3"])
-    sweeper = cfg.hydra.sweeper
-    assert sweeper._target_.endswith("OptunaSweeper")
-    assert sweeper.direction == "maximize" and sweeper.n_trials == 3
-    assert cfg.optimized_metric == "validation.precision"
-    # Every searched key exists in the preset's config, so no trial fails to compose.
-    assert set(sweeper.params) >= {"optimizer.lr", "trainer.batch_size"}
-    for key in sweeper.params:
-        assert OmegaConf.select(cfg, key) is not None, key
 
 
 def test_ray_cluster_launcher_config() -> None:
@@ -294,34 +339,10 @@ def test_ray_cluster_launcher_config() -> None:
 def check_plugin_sweep(result: subprocess.CompletedProcess[str], sweep_dir: Path, n: int) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     summary = read_summary(sweep_dir)
-    assert summary["counts"] == {"done": n, "failed": 0, "missing": 0}
+    assert summary["counts"]["finished"] == n and sum(summary["counts"].values()) == n
     assert sorted(j["job"] for j in summary["jobs"]) == [str(i) for i in range(n)]
     for job in summary["jobs"]:
         assert (Path(job["dir"]) / "metrics.json").exists()
-
-
-@pytest.mark.slow
-def test_optuna_search_maximises_validation_precision(tmp_path: Path) -> None:
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    sweep_dir = tmp_path / "search"
-    # The preset's own model and optimizer; the rest as tiny as the other sweeps.
-    job = [o for o in JOB if not o.startswith(("model", "optimizer"))]
-    result = run_cli(
-        ["hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep_dir}"]
-        + [*job, "optimizer.schedule.warmup_steps=0"],
-        cwd=tmp_path,
-    )
-    check_plugin_sweep(result, sweep_dir, 3)
-    summary = read_summary(sweep_dir)
-    # Optuna saw each trial's validation precision, and its best is the summary's best.
-    optuna_best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
-    assert optuna_best["best_value"] == summary["best"]["validation_precision"]
-    for job in summary["jobs"]:
-        keys = {o.split("=")[0] for o in job["overrides"]}
-        assert {"optimizer.lr", "trainer.batch_size", "model.hidden_units"} <= keys
-    # A search cannot resume into a folder of old trials: they are other points.
-    again = run_cli(["hparams_search=optuna", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
-    assert again.returncode == 2 and "only a grid sweep can resume" in again.stderr
 
 
 @pytest.mark.slow
@@ -353,12 +374,6 @@ RAY_ENV = {
     "RAY_AUTH_MODE": "token",
     "RAY_AUTH_TOKEN": secrets.token_hex(32),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BIN, run_cli
+from tests.conftest import BIN, free_port, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -43,12 +42,6 @@ def run_dir(outputs: Path) -> Path:
 def sweep_dir(outputs: Path) -> Path:
     (sweep,) = outputs.glob("multirun/*/*")
     return sweep
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(base: str, path: str, **params: str) -> Any:
