@@ -25,6 +25,7 @@ from tests.conftest import compose_config
 def data_config(*overrides: str) -> Any:
     return compose_config(list(overrides)).data
 
+
 # ---------------------------------------------------------------- helpers
 
 
