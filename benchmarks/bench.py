@@ -4,7 +4,7 @@ Runs everything in one go on this machine, prints a table and writes JSON:
 
     .venv/bin/python benchmarks/bench.py                  # everything (about 20 minutes)
     .venv/bin/python benchmarks/bench.py --only startup   # one part: throughput, accuracy,
-                                                          # startup, sweep
+                                                          # input, levers, startup, sweep
 
 mnist-lab is always run through its real CLI with default settings, summaries and checkpoints
 on, exactly as a user runs it. The plain-Keras baseline is the script a capable user would

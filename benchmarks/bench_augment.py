@@ -1,7 +1,7 @@
 """What data augmentation costs, and which way of doing it is fastest on this CPU.
 
-Trains the cnn_fast model (CNN 32/64 3x3, dense 256, Adam, batch 128, cnn_fast's precision) on
-real MNIST four ways:
+Trains the earlier cnn_fast model (CNN 32/64 3x3, dense 256, Adam, batch 128, cnn_fast's
+precision) on real MNIST four ways:
 
 - ``none``: no augmentation, mnist-lab's own pipeline;
 - ``tf.data ops``: mnist-lab's ``data.augment`` (one fused affine transform an image, in the

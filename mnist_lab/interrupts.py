@@ -75,6 +75,6 @@ class StopRequests:
             os._exit(128 + signum)  # nothing half-written is ever read: no cleanup to wait for
         self.signum = signum
         log.warning(
-            "%s: stopping after the current step to save a checkpoint (again to quit at once)",
+            "%s: stopping after the current steps to save a checkpoint (again to quit at once)",
             signal.Signals(signum).name,
         )

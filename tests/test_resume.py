@@ -116,7 +116,7 @@ def test_a_second_ctrl_c_exits_at_once_and_leaves_a_resumable_run(
     output = ""
     for line in process.stdout:  # the second Ctrl-C comes while the first is being handled
         output += line
-        if "stopping after the current step" in line:
+        if "stopping after the current steps" in line:
             process.send_signal(signal.SIGINT)
             break
     output += process.communicate(timeout=60)[0]
