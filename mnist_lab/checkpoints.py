@@ -31,14 +31,14 @@ Not checkpointed: the running means of the training loss/precision of the period
 from __future__ import annotations
 
 import logging
-import re
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from mnist_lab.backend import keras, tf
 from mnist_lab.errors import UserError
-from mnist_lab.layout import BEST, CHECKPOINT_PREFIX, STATE_FILE
+from mnist_lab.layout import BEST, CHECKPOINT_PREFIX, STATE_FILE, checkpoint_steps
 from mnist_lab.report import EvalRecord
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 # What reading a damaged checkpoint raises varies with the damage (DataLossError, IndexError
 # from a short read, AssertionError from an unmatched object ...): any of it means "unreadable".
 UNREADABLE = (Exception,)
-_STEP = re.compile(rf"{CHECKPOINT_PREFIX}-(\d+)\.index")
 
 
 class Checkpoints:
@@ -176,10 +175,7 @@ def restore_model(model: keras.Model, path: str) -> int:
 
 def checkpoint_files(folder: Path) -> list[str]:
     """The checkpoint prefixes in ``folder``, oldest first, from the ``ckpt-N.index`` files."""
-    steps = sorted(
-        int(m.group(1)) for p in Path(folder).glob("*.index") if (m := _STEP.fullmatch(p.name))
-    )
-    return [str(Path(folder) / f"{CHECKPOINT_PREFIX}-{step}") for step in steps]
+    return [str(Path(folder) / f"{CHECKPOINT_PREFIX}-{s}") for s in checkpoint_steps(folder)]
 
 
 def latest_checkpoint(path: Path) -> str:
@@ -225,8 +221,10 @@ def repair_state_file(folder: Path) -> None:
     lines += [f'all_model_checkpoint_paths: "{name}"' for name in names]
     lines += [f"all_model_checkpoint_timestamps: {t}" for t in times]
     lines += [f"last_preserved_timestamp: {min(times) - 1}"]
-    try:
-        (folder / STATE_FILE).write_text("\n".join(lines) + "\n")
+    try:  # replaced atomically, like TensorFlow's own writes of it
+        partial = folder / f"{STATE_FILE}.part"
+        partial.write_text("\n".join(lines) + "\n")
+        os.replace(partial, folder / STATE_FILE)
     except OSError as ex:
         raise UserError(f"cannot write {folder / STATE_FILE}: {ex.strerror or ex}") from ex
 

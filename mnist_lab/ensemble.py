@@ -106,16 +106,10 @@ def _run_dirs(path: Path) -> list[Path]:
     """``path`` itself when it is a run folder, else the job folders of the sweep it holds."""
     if (path / layout.HYDRA).is_dir() or (path / layout.METRICS).is_file():
         return [path]
-    jobs = [marker.parent.relative_to(path) for marker in path.glob(f"**/{layout.HYDRA}")]
+    jobs = layout.job_dirs(path)  # in the sweep summary's order
     if not jobs:
         raise UserError(f"no mnist-lab runs in {path}: expected a sweep folder or a run folder")
-    return [path / job for job in sorted(jobs, key=_job_order)]
-
-
-def _job_order(job: Path) -> tuple[int, str]:
-    # As the sweep summary orders jobs: 2 before 10, other names after the numbered ones.
-    name = str(job)
-    return (int(name), "") if name.isdigit() else (1 << 62, name)
+    return jobs
 
 
 # ------------------------------------------------------------------- reading the predictions

@@ -71,7 +71,8 @@ class ValidateConfig(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         jobs = _or_exit(grid_jobs, config)
         # Values first: a bad one leaves no trace, not even the sweep folder.
-        job_configs = [_or_exit(compose, config_name="config", overrides=o) for o in jobs or []]
+        name = config.hydra.job.config_name  # the root config the jobs run (--config-name)
+        job_configs = [_or_exit(compose, config_name=name, overrides=o) for o in jobs or []]
         for job_config in job_configs:
             _or_exit(validate, job_config)
         sweep_resume_hint = resume.sweep_resume_command(sweep_dir, sys.argv[1:])

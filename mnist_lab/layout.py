@@ -62,6 +62,26 @@ def run_record(run_dir: Path) -> Path:
     return Path(run_dir) / CHECKPOINTS / RUN_RECORD
 
 
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The job folders below ``sweep_dir`` (each holds a ``.hydra/``): numbered ones in numeric
+    order (2 before 10), then the others by name."""
+
+    def order(job: Path) -> tuple[int, str]:
+        name = str(job)
+        return (int(name), "") if name.isdigit() else (1 << 62, name)
+
+    jobs = [marker.parent.relative_to(sweep_dir) for marker in sweep_dir.glob(f"**/{HYDRA}")]
+    return [sweep_dir / job for job in sorted(jobs, key=order)]
+
+
+def checkpoint_steps(folder: Path) -> list[int]:
+    """The steps of the checkpoints in ``folder`` (a run's ``checkpoints/``), from their
+    ``ckpt-N.index`` files, oldest first."""
+    prefix = f"{CHECKPOINT_PREFIX}-"
+    names = (p.name[len(prefix) : -len(".index")] for p in Path(folder).glob(f"{prefix}*.index"))
+    return sorted(int(n) for n in names if n.isdigit())
+
+
 def has_checkpoint(run_dir: Path) -> bool:
     folder = checkpoints_dir(run_dir)
-    return (folder / STATE_FILE).is_file() or any(folder.glob(f"{CHECKPOINT_PREFIX}-*.index"))
+    return (folder / STATE_FILE).is_file() or bool(checkpoint_steps(folder))

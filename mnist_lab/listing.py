@@ -311,7 +311,7 @@ class Filter:
             )
         if op not in ("=", "!=") and key != "started" and not _is_number(_parse_value(text)):
             raise UserError(f"{op} needs a number in {expression!r}")
-        if key == "started" and op not in ("=", "!=") and _parse_time(text) is None:
+        if key == "started" and op not in ("=", "!=") and _timestamp(text) is None:
             raise UserError(
                 f"not a time in {expression!r}; expected e.g. started>=2026-11-22 or "
                 "started>=2026-11-22T14:30 (local time)"
@@ -328,7 +328,7 @@ class Filter:
         if self.op in ("=", "!="):
             return _equal(found, self.text) == (self.op == "=")
         mine: Any = _timestamp(found) if self.key == "started" else found
-        theirs: Any = _parse_time(self.text) if self.key == "started" else _parse_value(self.text)
+        theirs: Any = _timestamp(self.text) if self.key == "started" else _parse_value(self.text)
         if not (_is_number(mine) and _is_number(theirs)):
             return False
         return bool(_ORDER[self.op](mine, theirs))
@@ -362,14 +362,6 @@ def _parse_value(text: str) -> Any:
         except yaml.YAMLError:
             pass
     return text
-
-
-def _parse_time(text: str) -> float | None:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment.timestamp()  # a naive time is local time, as the table shows it
 
 
 def _equal(value: Any, text: str) -> bool:
@@ -545,5 +537,5 @@ def reproduce_command(run: Run) -> str:
     """The single run that trains ``run`` again: its overrides, in a new run folder (Hydra's
     default, under ``outputs/`` of wherever it is started). A search's trial names its search
     preset among its overrides, which is a sweep: ``hydra.mode=RUN`` makes it one run."""
-    search = any(o.startswith("hparams_search=") for o in run.overrides)
+    search = resume.is_search(run.overrides)
     return shlex.join(["mnist-lab", *run.overrides, *(["hydra.mode=RUN"] if search else [])])

@@ -103,12 +103,7 @@ def _run(
     model = build_compiled_model(cfg)
     log.info("model: %s, %s parameters", model.name, f"{model.count_params():,}")
     checkpoints = Checkpoints(layout.checkpoints_dir(run_dir), model, cfg.seed, t.keep_checkpoints)
-    start_step = checkpoints.restore_latest()
-    if start_step > t.steps:
-        raise UserError(
-            f"trainer.steps={t.steps} is not valid: the run was already checkpointed at step "
-            f"{start_step}; expected trainer.steps >= {start_step}"
-        )
+    start_step = checkpoints.restore_latest()  # resume.plan refused steps below the newest
     evaluator = Evaluator(model, t.eval_batch_size)
     summaries = RunSummaries(run_dir / layout.TENSORBOARD, model, cfg, data)
 
@@ -224,13 +219,12 @@ def _fit(
     steps_per_call = _steps_per_call(t.steps_per_execution, t.steps - start_step, start_step)
     model.steps_per_execution = steps_per_call
 
-    def batches() -> Any:
-        return train_batches(
-            data.train, t.batch_size, seed=cfg.seed, start_step=start_step, augment=cfg.data.augment
-        )
-
+    # Each batch is a function of (seed, step): iterating again starts over at the same batch.
+    batches = train_batches(
+        data.train, t.batch_size, seed=cfg.seed, start_step=start_step, augment=cfg.data.augment
+    )
     if summaries.enabled:
-        first = next(iter(batches()))
+        first = next(iter(batches))
         summaries.start(start_step, (first[0].numpy(), first[1].numpy()))
     clock = StepClock(start_step, t.steps, t.batch_size)
     progress = Progress(t.steps, t.batch_size, start_step)
@@ -288,7 +282,7 @@ def _fit(
     try:
         with stops.on_signals():
             model.fit(
-                batches(),
+                batches,
                 steps_per_epoch=t.steps - start_step,
                 epochs=1,
                 verbose=0,

@@ -140,7 +140,6 @@ class RunInfo:
     pid: int | None = None  # the process that holds a running run
     started: str | None = None  # ISO time the run (or its last resume) started
     checkpoint_step: int | None = None
-    sweep_dir: Path | None = None  # set for a job of a sweep
 
     @property
     def finished(self) -> bool:
@@ -203,9 +202,4 @@ def _string_list(value: Any) -> list[str]:
 
 
 def _latest_checkpoint_step(run_dir: Path) -> int | None:
-    steps = [
-        int(p.name[len(layout.CHECKPOINT_PREFIX) + 1 : -len(".index")])
-        for p in layout.checkpoints_dir(run_dir).glob(f"{layout.CHECKPOINT_PREFIX}-*.index")
-        if p.name[len(layout.CHECKPOINT_PREFIX) + 1 : -len(".index")].isdigit()
-    ]
-    return max(steps, default=None)
+    return max(layout.checkpoint_steps(layout.checkpoints_dir(run_dir)), default=None)

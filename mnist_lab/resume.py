@@ -202,10 +202,10 @@ def resume_command(run_dir: Path, overrides: Sequence[str]) -> str:
 
 def sweep_resume_command(sweep_dir: Path, arguments: Sequence[str]) -> str:
     args = list(arguments)
-    if "-m" not in args and "--multirun" not in args and not _is_search(args):
+    if "-m" not in args and "--multirun" not in args and not is_search(args):
         args.insert(0, "-m")
     return command(args, "hydra.sweep.dir", sweep_dir)
 
 
-def _is_search(arguments: Sequence[str]) -> bool:
+def is_search(arguments: Sequence[str]) -> bool:
     return any(a.startswith("hparams_search=") for a in arguments)

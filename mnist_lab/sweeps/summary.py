@@ -83,11 +83,6 @@ def read_job(sweep_dir: Path, job_dir: Path) -> JobResult:
     return result
 
 
-def _job_order(job: JobResult) -> tuple[int, str]:
-    # Numbered jobs in numeric order (2 before 10); other names after them.
-    return (int(job.job), "") if job.job.isdigit() else (1 << 62, job.job)
-
-
 def collect(sweep_dir: Path, expected: Iterable[Sequence[str]] = ()) -> list[JobResult]:
     """Every job directory under ``sweep_dir``, plus the ``expected`` jobs that have none.
 
@@ -96,13 +91,12 @@ def collect(sweep_dir: Path, expected: Iterable[Sequence[str]] = ()) -> list[Job
     and is reported as missing. Matched by number first: a rerun may spell the same config
     with other overrides.
     """
-    jobs = [read_job(sweep_dir, marker.parent) for marker in sweep_dir.glob(f"**/{layout.HYDRA}")]
+    jobs = [read_job(sweep_dir, job_dir) for job_dir in layout.job_dirs(sweep_dir)]
     names = {job.job for job in jobs}
     seen = {tuple(job.overrides) for job in jobs}
     unstarted = [
         list(o) for n, o in enumerate(expected) if str(n) not in names and tuple(o) not in seen
     ]
-    jobs.sort(key=_job_order)
     jobs += [JobResult(job="-", dir="", overrides=o, status=MISSING) for o in unstarted]
     return jobs
 
