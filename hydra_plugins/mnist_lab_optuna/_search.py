@@ -92,7 +92,7 @@ class Search:
         try:
             self._check_settings()
             self._parse_and_check_space(arguments)
-            # One search a folder (already held if the CLI's callback took it: a no-op then).
+            # One search a folder: the CLI's callback leaves this lock to the search.
             locks.acquire(self.sweep_dir, "sweep folder")
             self._open_study()
             self._settle_earlier_trials()
@@ -208,7 +208,7 @@ class Search:
         if settings["name"] == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=int(settings.get("n_startup_trials", 10))
+            seed=seed, n_startup_trials=int(settings["n_startup_trials"])
         )
 
     def _pruner_settings(self) -> dict[str, Any]:
@@ -217,7 +217,7 @@ class Search:
 
     def _definition(self) -> dict[str, Any]:
         return {
-            "optimized_metric": self.metric,
+            job_side.METRIC_ATTR: self.metric,  # what every trial reports to the pruner
             "direction": self.direction,
             "space": self.space.as_record(),
             "fixed_overrides": sorted(self.space.fixed),
@@ -527,7 +527,7 @@ def _job_error(job_return: JobReturn | None) -> tuple[str, str]:
 
 def _difference(recorded: dict[str, Any], wanted: dict[str, Any]) -> str | None:
     """The first way the recorded search differs from the wanted one, in words."""
-    for key in ("optimized_metric", "direction"):
+    for key in (job_side.METRIC_ATTR, "direction"):
         if recorded.get(key) != wanted[key]:
             name = "hydra.sweeper.direction" if key == "direction" else key
             return f"{name} was {recorded.get(key)!r}, now {wanted[key]!r}"
