@@ -279,7 +279,7 @@ def bench_sweep(workdir: Path, jobs: int = 4) -> dict:
 
 
 def machine() -> dict:
-    from mnist_lab.backend import tf
+    from mnist_lab.core.backend import tf
 
     cpu = ""
     if Path("/proc/cpuinfo").exists():

@@ -38,13 +38,13 @@ from typing import Any
 
 from hydra import compose, initialize_config_module
 
-from mnist_lab.backend import configure_tensorflow, keras, precision_policy, tf
 from mnist_lab.config import register_configs
+from mnist_lab.core.backend import configure_tensorflow, keras, precision_policy, tf
 from mnist_lab.data import Dataset, load_dataset
 from mnist_lab.data.augment import augment_batch
 from mnist_lab.data.pipeline import train_batches
-from mnist_lab.models import build_compiled_model, build_model
-from mnist_lab.optimizers import build_optimizer
+from mnist_lab.training.models import build_compiled_model, build_model
+from mnist_lab.training.optimizers import build_optimizer
 
 ROOT = Path(__file__).resolve().parent.parent
 NONE, OURS, KERAS_DATA, KERAS_MODEL = (

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mnist_lab.errors import UserError
+from mnist_lab.core.errors import UserError
 
 if TYPE_CHECKING:
     from mnist_lab.api import run

@@ -14,8 +14,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mnist_lab import layout, locks, records
-from mnist_lab.errors import Refused, UserError
+from mnist_lab.core.errors import Refused, UserError
+from mnist_lab.rundir import layout, locks, records
 
 
 class RunResult(dict[str, Any]):

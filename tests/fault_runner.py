@@ -39,9 +39,9 @@ def kill_around(owner: Any, name: str, when: Callable[..., bool], after: bool = 
 
 def install(point: str) -> None:
     import mnist_lab.data
-    import mnist_lab.loop as loop
-    from mnist_lab import records
-    from mnist_lab.clock import StepClock
+    import mnist_lab.training.loop as loop
+    from mnist_lab.rundir import records
+    from mnist_lab.training.clock import StepClock
 
     def always(*args: Any, **kwargs: Any) -> bool:
         return True
@@ -71,7 +71,7 @@ def install(point: str) -> None:
             lambda save_dir, *args, **kwargs: str(save_dir).endswith(folder),
         )
     elif point == "final evaluation":
-        from mnist_lab.evaluation import Evaluator
+        from mnist_lab.training.evaluation import Evaluator
 
         # The third split of the final evaluation (train, validation, test).
         calls = {"n": 0}
@@ -85,7 +85,7 @@ def install(point: str) -> None:
 
         Evaluator.run = run  # type: ignore[method-assign]
     elif point == "before the summaries end":
-        from mnist_lab.summaries import RunSummaries
+        from mnist_lab.show.summaries import RunSummaries
 
         kill_around(RunSummaries, "end", always)
     elif point == "before the export":

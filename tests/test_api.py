@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
 import mnist_lab
-from mnist_lab import locks
+from mnist_lab.rundir import locks
 from tests.conftest import SPLITS, TRAINED, error_lines, read_json, run_cli
 
 # Deterministic ops: the API's run and the CLI's must agree to the last bit.
@@ -43,7 +43,7 @@ NOTEBOOK = textwrap.dedent(
     """
     import json, sys
     import mnist_lab
-    from mnist_lab import locks
+    from mnist_lab.rundir import locks
 
     same, diverges = json.loads(sys.argv[1]), json.loads(sys.argv[2])
     report = {}

@@ -16,12 +16,12 @@ from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
-from mnist_lab.backend import keras, tf
 from mnist_lab.config import AugmentConfig
+from mnist_lab.core.backend import keras, tf
 from mnist_lab.data import Split, load_dataset
 from mnist_lab.data.augment import augment_batch
 from mnist_lab.data.pipeline import train_batches
-from mnist_lab.summaries import GRID_IMAGES, render_grid
+from mnist_lab.show.summaries import GRID_IMAGES, render_grid
 from tests.conftest import (
     SPLITS,
     assert_one_error_line,

@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_lab import resume
-from mnist_lab.backend import configure_tensorflow, keras, tf
-from mnist_lab.checkpoints import Checkpoints, latest_checkpoint
+from mnist_lab.core.backend import configure_tensorflow, keras, tf
+from mnist_lab.core.errors import UserError
 from mnist_lab.data import load_dataset
 from mnist_lab.data.pipeline import train_batches
-from mnist_lab.errors import UserError
-from mnist_lab.interrupts import StopRequests
-from mnist_lab.loop import train_and_evaluate
-from mnist_lab.models import build_compiled_model, export_model
-from mnist_lab.report import EvalRecord, SplitResult
+from mnist_lab.rundir import resume
+from mnist_lab.rundir.checkpoints import Checkpoints, latest_checkpoint
+from mnist_lab.rundir.interrupts import StopRequests
+from mnist_lab.rundir.results import EvalRecord, SplitResult
+from mnist_lab.training.loop import train_and_evaluate
+from mnist_lab.training.models import build_compiled_model, export_model
 from tests.conftest import compose_config
 
 # A small MLP with dropout, so the seed generators' state matters.
@@ -137,7 +137,7 @@ def test_a_damaged_latest_checkpoint_is_skipped_with_a_warning(
     damage(tmp_path / "checkpoints/ckpt-20", how)
 
     _, _, resumed = setup(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="mnist_lab.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="mnist_lab.rundir.checkpoints"):
         assert resumed.restore_latest() == 10
     assert "ckpt-20 is unreadable" in caplog.text
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from mnist_lab import clock as clock_module
-from mnist_lab.clock import CHECKPOINTS, EVALUATION, SUMMARIES, StepClock
+from mnist_lab.training import clock as clock_module
+from mnist_lab.training.clock import CHECKPOINTS, EVALUATION, SUMMARIES, StepClock
 
 
 class FakeTime:

@@ -10,7 +10,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ValidationError
 
 from mnist_lab.config import SCHEMAS, validate
-from mnist_lab.errors import UserError
+from mnist_lab.core.errors import UserError
 from tests.conftest import assert_one_error_line, compose_config, read_json, run_cli
 
 CONF = Path(__file__).resolve().parent.parent / "conf"

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from mnist_lab.commands import data as fetch
+from mnist_lab.core.errors import UserError
 from mnist_lab.data import fake, load_dataset, sources, split_training_file
 from mnist_lab.data.idx import IDX_FILES, RawData, load_idx, load_npz
-from mnist_lab.errors import UserError
 from tests.conftest import compose_config
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mnist_lab import ensemble
+from mnist_lab.listing import ensemble
 from tests.conftest import SPLITS, assert_one_error_line, read_json, run_cli, run_tool
 
 # Three seeds of a small MLP, 30 steps: the members disagree enough for an ensemble to matter.

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_lab import images
-from mnist_lab.backend import tf
 from mnist_lab.commands import eval as eval_command
-from mnist_lab.data import fake
+from mnist_lab.core.backend import tf
+from mnist_lab.data import fake, images
 from tests.conftest import SPLITS, assert_one_error_line, run_tool
 
 

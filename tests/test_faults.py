@@ -23,8 +23,8 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from tensorboard.backend.event_processing import event_accumulator
 
-from mnist_lab import resume
-from mnist_lab.errors import UserError
+from mnist_lab.core.errors import UserError
+from mnist_lab.rundir import resume
 from tests.conftest import (
     RESUMABLE,
     SPLITS,
@@ -309,9 +309,9 @@ def full_disk(*args: object, **kwargs: object) -> None:
 def test_a_full_disk_at_the_end_is_one_error_and_the_rerun_completes(
     tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch, what: str
 ) -> None:
-    from mnist_lab import records
-    from mnist_lab.backend import keras, tf
-    from mnist_lab.loop import train_and_evaluate
+    from mnist_lab.core.backend import keras, tf
+    from mnist_lab.rundir import records
+    from mnist_lab.training.loop import train_and_evaluate
     from tests.conftest import compose_config
 
     if what == "metrics.json":
@@ -382,7 +382,7 @@ def test_a_reader_probing_the_lock_does_not_make_a_run_fail(tmp_path: Path) -> N
     import fcntl
     import threading
 
-    from mnist_lab import locks
+    from mnist_lab.rundir import locks
 
     folder = tmp_path / "run"
     folder.mkdir()

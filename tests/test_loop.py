@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_lab.backend import configure_tensorflow, cpu_has_bfloat16, keras, precision_policy
 from mnist_lab.config import SCHEMAS
+from mnist_lab.core.backend import configure_tensorflow, cpu_has_bfloat16, keras, precision_policy
+from mnist_lab.core.errors import DivergedError
 from mnist_lab.data import load_dataset
 from mnist_lab.data.pipeline import train_batches
-from mnist_lab.errors import DivergedError
-from mnist_lab.evaluation import Evaluator
-from mnist_lab.loop import train_and_evaluate
-from mnist_lab.models import build_compiled_model
-from mnist_lab.optimizers import build_schedule
+from mnist_lab.training.evaluation import Evaluator
+from mnist_lab.training.loop import train_and_evaluate
+from mnist_lab.training.models import build_compiled_model
+from mnist_lab.training.optimizers import build_schedule
 from tests.conftest import SPLITS, TINY, compose_config, read_json, run_cli
 
 SMALL_CNN = [

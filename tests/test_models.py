@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_lab.backend import keras
-from mnist_lab.models import build_model
+from mnist_lab.core.backend import keras
+from mnist_lab.training.models import build_model
 from tests.conftest import compose_config
 
 

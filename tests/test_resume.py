@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_lab import resume
-from mnist_lab.errors import UserError
+from mnist_lab.core.errors import UserError
+from mnist_lab.rundir import resume
 from tests.conftest import (
     MNIST_LAB,
     RESUMABLE,

@@ -21,10 +21,11 @@ import yaml
 from rich.console import Console
 
 import mnist_lab
-from mnist_lab import listing, records, resume
+from mnist_lab import listing
 from mnist_lab.commands import runs as command
-from mnist_lab.errors import UserError
-from mnist_lab.listing import Run
+from mnist_lab.core.errors import UserError
+from mnist_lab.listing import Run, runs_list
+from mnist_lab.rundir import records, resume
 from tests.conftest import (
     TRAINED,
     assert_one_error_line,
@@ -59,7 +60,7 @@ LONG = [
 ]
 HOLD = """
 import sys, time
-from mnist_lab import locks
+from mnist_lab.rundir import locks
 locks.acquire(sys.argv[1])
 print("held", flush=True)
 time.sleep(600)
@@ -204,7 +205,7 @@ def test_a_sweep_job_resumes_with_its_sweep_command(tree: Tree, tmp_path: Path) 
 
 def test_newest_first_and_only_the_differing_config_keys(tree: Tree) -> None:
     runs = mnist_lab.runs(tree.root)
-    times = [listing._timestamp(r.started) or 0.0 for r in runs]
+    times = [runs_list._timestamp(r.started) or 0.0 for r in runs]
     assert times == sorted(times, reverse=True)
     assert runs[-1].dir in (str(tree.dirs["finished"]), str(tree.dirs["running"]))
     jobs = [r.dir for r in runs if r.sweep]

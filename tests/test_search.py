@@ -174,7 +174,7 @@ def test_hydra_sweep_syntax_becomes_optuna_distributions() -> None:
 
 def record(step: int, precision: float) -> Any:
     """What the loop hands the pruner at an evaluation of 1,000 validation examples."""
-    from mnist_lab.report import EvalRecord, SplitResult
+    from mnist_lab.rundir.results import EvalRecord, SplitResult
 
     validation = SplitResult(1000, round(precision * 1000), 1.0 - precision)
     return EvalRecord(step, 1.0, precision, validation, learning_rate=0.01)
@@ -216,7 +216,7 @@ def test_a_job_reports_its_evaluations_and_learns_when_to_stop(
 
 
 def test_pruners_by_name() -> None:
-    from mnist_lab.errors import UserError
+    from mnist_lab.core.errors import UserError
     from mnist_lab.sweeps.trial import make_pruner
 
     assert isinstance(make_pruner({"name": "hyperband", "reduction_factor": 2}),

@@ -11,9 +11,9 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from tensorboard.util import tensor_util
 
-from mnist_lab.backend import tf
-from mnist_lab.loop import train_and_evaluate
-from mnist_lab.summaries import write_histogram
+from mnist_lab.core.backend import tf
+from mnist_lab.show.summaries import write_histogram
+from mnist_lab.training.loop import train_and_evaluate
 from tests.conftest import TINY, compose_config
 
 EVAL_STEPS = [30, 60]  # TINY: 60 steps, evaluated every 30

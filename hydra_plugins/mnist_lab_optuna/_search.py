@@ -34,11 +34,11 @@ from omegaconf.errors import OmegaConfBaseException
 from optuna.trial import TrialState
 
 from hydra_plugins.mnist_lab_optuna._space import Space, parse
-from mnist_lab import layout, locks, records
 from mnist_lab.config import validate
-from mnist_lab.console import console, one_line
-from mnist_lab.errors import Refused, UserError
-from mnist_lab.resume import hydra_value
+from mnist_lab.core.console import console, one_line
+from mnist_lab.core.errors import Refused, UserError
+from mnist_lab.rundir import layout, locks, records
+from mnist_lab.rundir.resume import hydra_value
 from mnist_lab.sweeps import trial as job_side
 
 # Files the search writes in the sweep folder (the study's journal is job_side.JOURNAL).

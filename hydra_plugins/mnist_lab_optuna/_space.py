@@ -32,7 +32,7 @@ from hydra.core.override_parser.types import (
 )
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lab.errors import UserError
+from mnist_lab.core.errors import UserError
 
 Categorical = optuna.distributions.CategoricalDistribution
 IntRange = optuna.distributions.IntDistribution

@@ -8,9 +8,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from mnist_lab.console import error_line
-from mnist_lab.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
-from mnist_lab.interrupts import Interrupted
+from mnist_lab.core.console import error_line
+from mnist_lab.core.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
+from mnist_lab.rundir.interrupts import Interrupted
 
 
 def run_command(body: Callable[[], Any]) -> None:

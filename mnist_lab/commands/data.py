@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 
 from mnist_lab.commands import run_command
-from mnist_lab.console import console
+from mnist_lab.core.console import console
+from mnist_lab.core.errors import UserError
 from mnist_lab.data import sources
-from mnist_lab.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> None:

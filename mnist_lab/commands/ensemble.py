@@ -15,11 +15,11 @@ import argparse
 import time
 from pathlib import Path
 
-from mnist_lab import ensemble
 from mnist_lab.commands import run_command
-from mnist_lab.console import console
-from mnist_lab.errors import UserError
-from mnist_lab.report import print_report
+from mnist_lab.core.console import console
+from mnist_lab.core.errors import UserError
+from mnist_lab.listing import ensemble
+from mnist_lab.show.report import print_report
 
 DEFAULT_FOLDER = "ensemble"
 

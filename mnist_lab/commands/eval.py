@@ -15,10 +15,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from mnist_lab import records, resume
 from mnist_lab.commands import run_command
-from mnist_lab.errors import UserError
-from mnist_lab.layout import BEST, CHECKPOINTS, EVAL, SPLITS, STATE_FILE
+from mnist_lab.core.errors import UserError
+from mnist_lab.rundir import records, resume
+from mnist_lab.rundir.layout import BEST, CHECKPOINTS, EVAL, SPLITS, STATE_FILE
 
 
 @dataclass(frozen=True)
@@ -86,12 +86,12 @@ def run_config(run_dir: Path) -> Any:
 def evaluate(target: Target, splits: list[str], output: Path) -> dict:
     """Restore ``target``, evaluate ``splits``, print the report, write ``output``."""
     cfg = run_config(target.run_dir)
-    from mnist_lab.backend import configure_tensorflow  # TensorFlow: only once args are good
-    from mnist_lab.checkpoints import latest_checkpoint, restore_model
+    from mnist_lab.core.backend import configure_tensorflow  # TensorFlow: only once args are good
     from mnist_lab.data import load_dataset
-    from mnist_lab.evaluation import Evaluator
-    from mnist_lab.models import build_compiled_model
-    from mnist_lab.report import print_report
+    from mnist_lab.rundir.checkpoints import latest_checkpoint, restore_model
+    from mnist_lab.show.report import print_report
+    from mnist_lab.training.evaluation import Evaluator
+    from mnist_lab.training.models import build_compiled_model
 
     checkpoint = latest_checkpoint(target.checkpoint)
     configure_tensorflow(cfg)

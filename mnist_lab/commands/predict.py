@@ -1,7 +1,7 @@
 """``mnist-lab-predict``: classify your own images with a trained run's model.
 
 Images of any size and mode are brought to the training data's convention first
-(``mnist_lab.images``); the model is the run's ``model.keras``, or its latest checkpoint when
+(``mnist_lab.data.images``); the model is the run's ``model.keras``, or its latest checkpoint when
 the run has not finished.
 """
 
@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from mnist_lab import records
 from mnist_lab.commands import run_command
-from mnist_lab.console import console
+from mnist_lab.core.console import console
+from mnist_lab.core.errors import UserError
 from mnist_lab.data import CLASS_NAMES, DIGITS
-from mnist_lab.errors import UserError
-from mnist_lab.images import FITS, load_image, preprocess
-from mnist_lab.layout import CHECKPOINTS, MODEL
+from mnist_lab.data.images import FITS, load_image, preprocess
+from mnist_lab.rundir import records
+from mnist_lab.rundir.layout import CHECKPOINTS, MODEL
 
 # ---------------------------------------------------------------- model
 
@@ -35,7 +35,9 @@ def load_model(path: Path) -> tuple[Any, Any]:
     if not model_file.is_file() and not (path.is_dir() and cfg is not None):
         raise UserError(f"no model at {path}: expected a run dir of mnist-lab or a .keras file")
 
-    from mnist_lab.models import load_exported  # TensorFlow: only now that there is a model
+    from mnist_lab.training.models import (
+        load_exported,  # TensorFlow: only now that there is a model
+    )
 
     if model_file.is_file():
         return load_exported(model_file), cfg
@@ -44,8 +46,8 @@ def load_model(path: Path) -> tuple[Any, Any]:
 
 def _model_from_checkpoint(run_dir: Path, cfg: Any) -> Any:
     """A run without model.keras (stopped before the end): its latest checkpoint."""
-    from mnist_lab.checkpoints import latest_checkpoint, restore_model
-    from mnist_lab.models import build_compiled_model
+    from mnist_lab.rundir.checkpoints import latest_checkpoint, restore_model
+    from mnist_lab.training.models import build_compiled_model
 
     model = build_compiled_model(cfg)
     restore_model(model, latest_checkpoint(run_dir / CHECKPOINTS))

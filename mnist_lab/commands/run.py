@@ -22,17 +22,18 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from hydra_plugins.mnist_lab_optuna import expose_to_hydra
-from mnist_lab import hydra_callbacks, layout, records
+from mnist_lab.commands import hydra_callbacks
 from mnist_lab.config import register_configs, validate
-from mnist_lab.console import FILE_ONLY, error_line, one_line
-from mnist_lab.errors import (
+from mnist_lab.core.console import FILE_ONLY, error_line, one_line
+from mnist_lab.core.errors import (
     EXIT_INTERRUPTED,
     EXIT_USER_ERROR,
     FolderRefused,
     Refused,
     UserError,
 )
-from mnist_lab.interrupts import Interrupted, TrialPruned
+from mnist_lab.rundir import layout, records
+from mnist_lab.rundir.interrupts import Interrupted, TrialPruned
 
 log = logging.getLogger("mnist_lab")
 
@@ -62,7 +63,9 @@ def job(cfg: DictConfig) -> Any:
     _finished_modes.append(hydra_config.mode)
     if hydra_config.mode == RunMode.MULTIRUN:
         return objective(cfg, sweep_job(cfg, run_dir, overrides))
-    from mnist_lab.loop import train_and_evaluate  # TensorFlow is heavy: only for real work
+    from mnist_lab.training.loop import (
+        train_and_evaluate,  # TensorFlow is heavy: only for real work
+    )
 
     # The values and the folder were checked before Hydra wrote into it (hydra_callbacks).
     try:
@@ -85,8 +88,8 @@ def sweep_job(cfg: DictConfig, run_dir: Path, overrides: Sequence[str]) -> dict[
     """
     try:
         # Imported here too: a job whose code cannot even load is recorded as failed.
-        from mnist_lab.loop import train_and_evaluate
         from mnist_lab.sweeps.trial import pruner_from_environment
+        from mnist_lab.training.loop import train_and_evaluate
 
         validate(cfg)
         return train_and_evaluate(

@@ -25,11 +25,12 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from mnist_lab import listing, records
+from mnist_lab import listing
 from mnist_lab.commands import run_command
-from mnist_lab.console import console
-from mnist_lab.errors import UserError
+from mnist_lab.core.console import console
+from mnist_lab.core.errors import UserError
 from mnist_lab.listing import Run
+from mnist_lab.rundir import records
 
 PROG = "mnist-lab-runs"
 # Up to this many differing config keys get a column each in the terminal's table.

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from mnist_lab.core.errors import UserError
 from mnist_lab.data import fake, sources
 from mnist_lab.data.idx import RawData
-from mnist_lab.errors import UserError
 
 __all__ = ["CLASS_NAMES", "Dataset", "Split", "fingerprint", "load_dataset", "split_training_file"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from mnist_lab.backend import tf
+from mnist_lab.core.backend import tf
 
 # Keeps augmentation's random stream apart from the data order's, which uses (seed, epoch).
 _STREAM = 0x4155_4731

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mnist_lab.errors import UserError
+from mnist_lab.core.errors import UserError
 
 IMAGES_MAGIC = 2051  # 0x0803: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # 0x0801: unsigned bytes, 1 dimension

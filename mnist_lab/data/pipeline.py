@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mnist_lab.backend import tf
+from mnist_lab.core.backend import tf
+from mnist_lab.core.errors import UserError
 from mnist_lab.data import Split
 from mnist_lab.data.augment import augment_batch
-from mnist_lab.errors import UserError
 
 
 def train_batches(

@@ -36,9 +36,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from mnist_lab.console import console as default_console
+from mnist_lab.core.console import console as default_console
+from mnist_lab.core.errors import UserError
 from mnist_lab.data.idx import IDX_FILES, RawData, load_idx, load_npz
-from mnist_lab.errors import UserError
 
 try:
     import fcntl

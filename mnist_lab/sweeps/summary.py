@@ -1,6 +1,6 @@
 """The summary of a sweep: every job, read back from its directory, ranked by validation precision.
 
-Jobs are read from disk (``mnist_lab.records``: the same statuses as resume and
+Jobs are read from disk (``mnist_lab.rundir.records``: the same statuses as resume and
 ``mnist-lab-runs``), not from the launcher's return values, so the summary is the same whichever
 launcher ran the jobs (in this process, in joblib workers, on Ray or on SLURM) and can be
 rebuilt later for any sweep directory:
@@ -24,9 +24,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mnist_lab import layout, records, resume
-from mnist_lab.console import console
-from mnist_lab.records import FAILED, FINISHED, INTERRUPTED, PRUNED, RUNNING
+from mnist_lab.core.console import console
+from mnist_lab.rundir import layout, records, resume
+from mnist_lab.rundir.records import FAILED, FINISHED, INTERRUPTED, PRUNED, RUNNING
 
 MISSING = "missing"  # a job of the grid that has no folder: it never started
 # In the order the summary ranks them, and counts them.
@@ -64,7 +64,7 @@ class JobResult:
 
 
 def read_job(sweep_dir: Path, job_dir: Path) -> JobResult:
-    """A job's status and results from its files (``mnist_lab.records``)."""
+    """A job's status and results from its files (``mnist_lab.rundir.records``)."""
     info = records.read_run(job_dir)
     result = JobResult(
         job=str(job_dir.relative_to(sweep_dir)),

@@ -16,13 +16,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnist_lab.errors import UserError
+from mnist_lab.core.errors import UserError
 
 if TYPE_CHECKING:
     import optuna
 
-    from mnist_lab.loop import Pruner
-    from mnist_lab.report import EvalRecord
+    from mnist_lab.rundir.results import EvalRecord
+    from mnist_lab.training.loop import Pruner
 
 # Set for each job by the sweeper.
 ENV_STORAGE = "MNIST_LAB_STUDY_STORAGE"  # a journal file's path, or a database URL

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_lab.backend import keras, tf
+from mnist_lab.core.backend import keras, tf
 from mnist_lab.data import Split
 from mnist_lab.data.pipeline import eval_batches
-from mnist_lab.report import SplitResult
+from mnist_lab.rundir.results import SplitResult
 
 
 @dataclass(frozen=True, eq=False)

@@ -9,8 +9,8 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
-from mnist_lab.console import console
-from mnist_lab.report import EvalRecord
+from mnist_lab.core.console import console
+from mnist_lab.rundir.results import EvalRecord
 
 log = logging.getLogger("mnist_lab.train")
 

@@ -19,7 +19,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from mnist_lab.errors import UserError
+from mnist_lab.core.errors import UserError
 
 # ---------------------------------------------------------------- model
 

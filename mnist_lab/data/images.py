@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnist_lab.errors import UserError
+from mnist_lab.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

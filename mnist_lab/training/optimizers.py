@@ -6,7 +6,7 @@ from typing import TypeAlias
 
 from omegaconf import DictConfig
 
-from mnist_lab.backend import keras
+from mnist_lab.core.backend import keras
 
 LearningRate: TypeAlias = float | keras.optimizers.schedules.LearningRateSchedule
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from mnist_lab import layout, locks
-from mnist_lab.errors import UserError
+from mnist_lab.core.errors import UserError
+from mnist_lab.rundir import layout, locks
 
 RUNNING, FINISHED, PRUNED, FAILED, INTERRUPTED = (
     "running",

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mnist_lab.errors import FolderBusyError, UserError
-from mnist_lab.layout import LOCK
+from mnist_lab.core.errors import FolderBusyError, UserError
+from mnist_lab.rundir.layout import LOCK
 
 try:
     import fcntl

@@ -1,7 +1,7 @@
 """The one train/eval loop: config -> data -> model -> ``model.fit`` -> outputs.
 
 Training is a single Keras ``fit`` over a stream of exactly ``trainer.steps`` batches (fewer
-when resuming). The step clock (``mnist_lab.clock``) runs the periodic work (validation, logs,
+when resuming). The step clock (``training.clock``) runs the periodic work (validation, logs,
 summaries, checkpoints) at the global steps where it is due, so a run of any length, cadence
 and steps per call is one compiled loop.
 
@@ -24,19 +24,20 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lab import layout, locks, records, resume
-from mnist_lab.backend import configure_tensorflow, keras  # first: imports TensorFlow quietly
-from mnist_lab.checkpoints import Checkpoints
-from mnist_lab.clock import CHECKPOINTS, EVALUATION, SUMMARIES, StepClock
+from mnist_lab.core.backend import configure_tensorflow, keras  # first: imports TensorFlow quietly
+from mnist_lab.core.errors import DivergedError, FolderRefused, UserError
 from mnist_lab.data import Dataset, load_dataset
 from mnist_lab.data.pipeline import train_batches
-from mnist_lab.errors import DivergedError, FolderRefused, UserError
-from mnist_lab.evaluation import Evaluator
-from mnist_lab.interrupts import Interrupted, StopRequests, TrialPruned
-from mnist_lab.models import build_compiled_model, export_model
-from mnist_lab.progress import Progress
-from mnist_lab.report import EvalRecord, SplitResult, print_report
-from mnist_lab.summaries import RunSummaries
+from mnist_lab.rundir import layout, locks, records, resume
+from mnist_lab.rundir.checkpoints import Checkpoints
+from mnist_lab.rundir.interrupts import Interrupted, StopRequests, TrialPruned
+from mnist_lab.rundir.results import EvalRecord, SplitResult
+from mnist_lab.show.progress import Progress
+from mnist_lab.show.report import print_report
+from mnist_lab.show.summaries import RunSummaries
+from mnist_lab.training.clock import CHECKPOINTS, EVALUATION, SUMMARIES, StepClock
+from mnist_lab.training.evaluation import Evaluator
+from mnist_lab.training.models import build_compiled_model, export_model
 
 log = logging.getLogger(__name__)
 

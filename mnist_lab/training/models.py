@@ -16,10 +16,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from mnist_lab.backend import keras  # first: imports TensorFlow quietly
+from mnist_lab.core.backend import keras  # first: imports TensorFlow quietly
+from mnist_lab.core.errors import UserError
 from mnist_lab.data.idx import COLS, NUM_CLASSES, ROWS
-from mnist_lab.errors import UserError
-from mnist_lab.optimizers import build_optimizer
+from mnist_lab.training.optimizers import build_optimizer
 
 log = logging.getLogger(__name__)
 layers = keras.layers

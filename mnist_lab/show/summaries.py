@@ -34,10 +34,10 @@ from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import summary as hparams_summary
 
-from mnist_lab.backend import keras, tf
-from mnist_lab.errors import UserError
-from mnist_lab.records import LOCATION_KEYS
-from mnist_lab.report import EvalRecord, SplitResult
+from mnist_lab.core.backend import keras, tf
+from mnist_lab.core.errors import UserError
+from mnist_lab.rundir.records import LOCATION_KEYS
+from mnist_lab.rundir.results import EvalRecord, SplitResult
 
 # Images per grid: enough to see a pattern, small enough to stay a few hundred KB.
 GRID_IMAGES = 40

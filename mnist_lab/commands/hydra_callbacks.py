@@ -21,10 +21,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mnist_lab import layout, locks, resume
 from mnist_lab.config import validate
-from mnist_lab.console import one_line
-from mnist_lab.errors import EXIT_JOB_FAILED, FolderRefused, Refused, UserError
+from mnist_lab.core.console import one_line
+from mnist_lab.core.errors import EXIT_JOB_FAILED, FolderRefused, Refused, UserError
+from mnist_lab.rundir import layout, locks, resume
 from mnist_lab.sweeps import BASIC_SWEEPER, OUR_SWEEPER
 from mnist_lab.sweeps.summary import all_done, summarize
 

@@ -25,8 +25,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lab import layout, records
-from mnist_lab.errors import FolderRefused
+from mnist_lab.core.errors import FolderRefused
+from mnist_lab.rundir import layout, records
 
 # What the weights mean and which data (in which order) they saw: a resume must not change it.
 # Mixed precision wraps the optimizer (loss scale): its state would not fit either.

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from mnist_lab.backend import keras
+from mnist_lab.core.backend import keras
 
 # The categories of work kept out of the training throughput. ``loop_examples_per_second``
 # leaves out evaluation only: summaries and checkpoints are the loop's own cost.

@@ -2,7 +2,7 @@
 ``mnist_lab.runs()`` returns, with the filters, the sort, the diff of two runs and the best run.
 
 Only files are read (no TensorFlow, no Hydra app), and each run's status comes from
-``mnist_lab.records``, so this listing, resume and the sweep summary never disagree.
+``mnist_lab.rundir.records``, so this listing, resume and the sweep summary never disagree.
 
 A **run folder** is a folder with ``.hydra/`` or ``checkpoints/``: a single run or a job of a
 sweep. Folders are searched below the ones named, without entering a run folder's own
@@ -30,8 +30,8 @@ from typing import Any
 
 import yaml
 
-from mnist_lab import layout, records, resume
-from mnist_lab.errors import UserError
+from mnist_lab.core.errors import UserError
+from mnist_lab.rundir import layout, records, resume
 from mnist_lab.sweeps import BASIC_SWEEPER, OUR_SWEEPER
 
 DEFAULT_FOLDER = "outputs"
@@ -60,7 +60,7 @@ class Run:
     """One run folder as its files tell it. Plain data: ``to_dict`` is what ``--json`` writes."""
 
     dir: str  # absolute
-    status: str  # finished | interrupted | failed | running | pruned (mnist_lab.records)
+    status: str  # finished | interrupted | failed | running | pruned (mnist_lab.rundir.records)
     started: str | None  # ISO 8601 time its last process started
     # Seconds: wall_seconds when finished; else from its last start to the last file it wrote.
     duration: float | None

@@ -1,6 +1,6 @@
 """A run's checkpoints: saved, kept, restored, and the best one by validation precision.
 
-Layout of ``<run>/checkpoints/`` (see ``mnist_lab.layout`` for the rest of the run folder)::
+Layout of ``<run>/checkpoints/`` (see ``mnist_lab.rundir.layout`` for the rest of the run folder)::
 
     checkpoint                  TensorFlow's state file: the valid checkpoints, newest last
     ckpt-<step>.index           one checkpoint per saved step (the number is the global step)
@@ -36,10 +36,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mnist_lab.backend import keras, tf
-from mnist_lab.errors import UserError
-from mnist_lab.layout import BEST, CHECKPOINT_PREFIX, STATE_FILE, checkpoint_steps
-from mnist_lab.report import EvalRecord
+from mnist_lab.core.backend import keras, tf
+from mnist_lab.core.errors import UserError
+from mnist_lab.rundir.layout import BEST, CHECKPOINT_PREFIX, STATE_FILE, checkpoint_steps
+from mnist_lab.rundir.results import EvalRecord
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from mnist_lab import layout, records
-from mnist_lab.errors import UserError
-from mnist_lab.report import SplitResult
+from mnist_lab.core.errors import UserError
+from mnist_lab.rundir import layout, records
+from mnist_lab.rundir.results import SplitResult
 
 ALL, TOP, GREEDY = "all", "top", "greedy"
 # A probability that underflowed to 0 in float32 counts as the smallest normal float32 (a loss
