@@ -92,6 +92,17 @@ def read_yaml(path: Path) -> Any:
         return None
 
 
+def metric(metrics: dict[str, Any] | None, key: str) -> Any:
+    """The value at a dotted key of metrics.json (``validation.precision``, ``wall_seconds``,
+    ``stop.target.training_seconds``); None where the record has no such key."""
+    node: Any = metrics
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     """{"model": {"filters": [4, 8]}} -> {"model.filters": [4, 8]}."""
     if not isinstance(node, dict):
