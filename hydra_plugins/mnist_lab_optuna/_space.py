@@ -94,29 +94,47 @@ class Space:
         return [*self.fixed, *(p.override(values[p.name]) for p in self.params)]
 
 
+@dataclass
+class ParsedOverrides:
+    """The search's overrides, parsed once, one for each key."""
+
+    sweeps: list[Override]  # to become Params
+    fixed: list[str]  # as in Space.fixed
+
+
+def read(
+    params: dict[str, Any] | None, arguments: Sequence[str], parser: OverridesParser
+) -> ParsedOverrides:
+    """The overrides of ``hydra.sweeper.params`` and the command line's ``arguments``."""
+    lines = [f"{key}={value}" for key, value in (params or {}).items()]
+    by_key: dict[str, Override] = {}
+    for override in parser.parse_overrides([*lines, *arguments]):
+        by_key.pop(override.key_or_group, None)  # the later one wins, in its own place
+        by_key[override.key_or_group] = override
+    parsed = ParsedOverrides(sweeps=[], fixed=[])
+    for override in by_key.values():
+        if override.is_sweep_override():
+            parsed.sweeps.append(override)
+        else:
+            assert override.input_line is not None
+            parsed.fixed.append(override.input_line)
+    return parsed
+
+
+def build(parsed: ParsedOverrides, base: DictConfig | None = None) -> Space:
+    """The space of ``parsed``; ``base``, the config with only the fixed overrides, tells
+    which keys hold integers."""
+    return Space(params=[_param(o, base) for o in parsed.sweeps], fixed=list(parsed.fixed))
+
+
 def parse(
     params: dict[str, Any] | None,
     arguments: Sequence[str],
     parser: OverridesParser,
     base: DictConfig | None = None,
 ) -> Space:
-    """The space of ``hydra.sweeper.params`` and the command line's ``arguments``.
-
-    ``base``, the config without the search, tells which keys hold integers.
-    """
-    lines = [f"{key}={value}" for key, value in (params or {}).items()]
-    by_key: dict[str, Override] = {}
-    for override in parser.parse_overrides([*lines, *arguments]):
-        by_key.pop(override.key_or_group, None)  # the later one wins, in its own place
-        by_key[override.key_or_group] = override
-    space = Space(params=[], fixed=[])
-    for override in by_key.values():
-        if override.is_sweep_override():
-            space.params.append(_param(override, base))
-        else:
-            assert override.input_line is not None
-            space.fixed.append(override.input_line)
-    return space
+    """``read`` and ``build`` in one call, for a caller that has ``base`` already."""
+    return build(read(params, arguments, parser), base)
 
 
 def _param(override: Override, base: DictConfig | None) -> Param:

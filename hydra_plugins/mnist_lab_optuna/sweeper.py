@@ -2,8 +2,8 @@
 
 Each trial is a job of the sweep, launched through the configured Hydra launcher into
 ``<sweep dir>/<trial number>/``; the study lives in ``<sweep dir>/optuna.journal``, so the same
-command resumes a search after any crash. The work is in ``_search.py``; this module stays
-light because Hydra imports it at every start.
+command resumes a search after any crash. The work is in ``_search.py`` and the modules it
+names; this module stays light because Hydra imports it at every start.
 """
 
 from __future__ import annotations
@@ -36,12 +36,8 @@ class OptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
-        from hydra_plugins.mnist_lab_optuna._search import Search
+        from hydra_plugins.mnist_lab_optuna._search import search
 
         assert self.hydra_context is not None and self.config is not None
         assert self.launcher is not None
-        search = Search(self.config, self.hydra_context, self.launcher)
-        search.prepare(arguments)  # everything that can be refused, before any trial starts
-        returns = search.run()
-        search.report()
-        return returns
+        return search(arguments, self.config, self.hydra_context, self.launcher)
