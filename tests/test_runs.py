@@ -24,7 +24,8 @@ import mnist_lab
 from mnist_lab import listing
 from mnist_lab.commands import runs as command
 from mnist_lab.core.errors import UserError
-from mnist_lab.listing import Run, runs_list
+from mnist_lab.listing import Run, table
+from mnist_lab.listing.read import timestamp
 from mnist_lab.rundir import records, resume
 from tests.conftest import (
     TRAINED,
@@ -205,7 +206,7 @@ def test_a_sweep_job_resumes_with_its_sweep_command(tree: Tree, tmp_path: Path) 
 
 def test_newest_first_and_only_the_differing_config_keys(tree: Tree) -> None:
     runs = mnist_lab.runs(tree.root)
-    times = [runs_list._timestamp(r.started) or 0.0 for r in runs]
+    times = [timestamp(r.started) or 0.0 for r in runs]
     assert times == sorted(times, reverse=True)
     assert runs[-1].dir in (str(tree.dirs["finished"]), str(tree.dirs["running"]))
     jobs = [r.dir for r in runs if r.sweep]
@@ -344,7 +345,7 @@ def test_plain_lines_in_a_pipe(tree: Tree) -> None:
     runs = listed(tree)
     for run in runs.values():
         (row,) = [r for r in rows if str(Path(run.dir).relative_to(tree.root.parent)) in r]
-        assert row.startswith(command._status(run)), row
+        assert row.startswith(table.status(run)), row
         if run.validation_precision is not None:
             assert f"{run.validation_precision:.4f}" in row
     (interrupted,) = [r for r in rows if r.startswith("interrupted")]
@@ -389,7 +390,7 @@ def test_csv_for_scripts(tree: Tree) -> None:
         assert row["status"] == run.status
         precision = run.validation_precision
         assert row["validation.precision"] == ("" if precision is None else str(precision))
-        assert row["optimizer.lr"] == command._value(run.differs["optimizer.lr"])
+        assert row["optimizer.lr"] == table.value(run.differs["optimizer.lr"])
 
 
 def test_diff_names_the_keys_that_differ_and_puts_metrics_side_by_side(tree: Tree) -> None:
@@ -400,7 +401,7 @@ def test_diff_names_the_keys_that_differ_and_puts_metrics_side_by_side(tree: Tre
     for key in ca.keys() | cb.keys():
         values = [c.get(key, "<unset>") for c in (ca, cb)]
         if values[0] != values[1]:
-            assert rows[key] == [command._value(v) for v in values], key
+            assert rows[key] == [table.value(v) for v in values], key
         else:
             assert key not in rows, key
     assert rows["optimizer.name"] == [ca["optimizer.name"], "sgd"]
