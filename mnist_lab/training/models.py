@@ -10,7 +10,6 @@ so the softmax and the loss stay numerically safe).
 from __future__ import annotations
 
 import logging
-import os
 import zipfile
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from omegaconf import DictConfig
 
 from mnist_lab.core.backend import keras  # first: imports TensorFlow quietly
 from mnist_lab.core.errors import UserError
+from mnist_lab.core.files import replacing
 from mnist_lab.data.idx import COLS, NUM_CLASSES, ROWS
 from mnist_lab.training.optimizers import build_optimizer
 
@@ -135,13 +135,8 @@ def export_model(model: keras.Model, path: Path) -> None:
     """Save ``model`` without its optimizer (its schedule is ours, not Keras's), atomically."""
     # A new functional model over the same layers: same weights, nothing compiled.
     plain = keras.Model(model.inputs, model.outputs, name=model.name)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")  # Keras insists on the .keras suffix
-    try:
+    with replacing(path) as tmp:
         plain.save(tmp)
-        os.replace(tmp, path)
-    except OSError as ex:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {ex.strerror or ex}") from ex
     log.info("model: %s", path)
 
 
