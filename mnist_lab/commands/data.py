@@ -10,6 +10,7 @@ from mnist_lab.commands import run_command
 from mnist_lab.core.console import console
 from mnist_lab.core.errors import UserError
 from mnist_lab.data import sources
+from mnist_lab.data.fetch import Unavailable, file_sha256, install
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,8 +61,8 @@ def _place(got: sources.Acquired, target: Path | None) -> tuple[Path, ...]:
         dest = target / path.name
         try:
             with open(path, "rb") as f:
-                sources.install(f, dest, sources.file_sha256(path))
-        except (sources.Unavailable, OSError) as e:
+                install(f, dest, file_sha256(path))
+        except (Unavailable, OSError) as e:
             raise UserError(f"{dest}: expected a copy of {path}, found an error: {e}") from e
         copies.append(dest)
     return tuple(copies)

