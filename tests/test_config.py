@@ -104,6 +104,17 @@ def test_wrong_type_unknown_key_unknown_option_fail_at_composition() -> None:
         ("+trainer.stepz=5", "trainer.stepz"),
         ("+model.extra.deep=1", "model.extra"),
         ("+learning_rate=0.1", "learning_rate"),
+        ("trainer.early_stopping.patience=0", "trainer.early_stopping.patience"),
+        ("trainer.early_stopping.patience=-2", "trainer.early_stopping.patience"),
+        ("trainer.early_stopping.min_delta=-0.01", "trainer.early_stopping.min_delta"),
+        ("trainer.early_stopping.min_delta=inf", "trainer.early_stopping.min_delta"),
+        ("trainer.early_stopping.monitor=validation.accuracy", "trainer.early_stopping.monitor"),
+        ("trainer.early_stopping.monitor=precision", "trainer.early_stopping.monitor"),
+        ("+trainer.early_stopping.patiense=3", "trainer.early_stopping.patiense"),
+        ("trainer.target_precision=0", "trainer.target_precision"),
+        ("trainer.target_precision=1.5", "trainer.target_precision"),
+        ("trainer.target_precision=-0.5", "trainer.target_precision"),
+        ("trainer.target_precision=nan", "trainer.target_precision"),
     ],
 )
 def test_bad_values_name_the_key(override: str, key: str) -> None:
@@ -111,6 +122,57 @@ def test_bad_values_name_the_key(override: str, key: str) -> None:
     with pytest.raises(UserError, match=key.replace(".", r"\.")) as info:
         validate(cfg)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+@pytest.mark.parametrize("metric", ["precision", "loss"])
+def test_early_stopping_monitors_a_validation_metric(split: str, metric: str) -> None:
+    cfg = compose_config([f"trainer.early_stopping.monitor={split}.{metric}"])
+    with pytest.raises(UserError, match=r"trainer\.early_stopping\.monitor") as info:
+        validate(cfg)
+    assert "a validation metric" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("trainer.early_stopping.patience=3", "trainer.early_stopping.patience"),
+        ("trainer.target_precision=0.99", "trainer.target_precision"),
+    ],
+)
+def test_stopping_rules_need_a_validation_split(override: str, key: str) -> None:
+    validate(compose_config([override]))
+    cfg = compose_config([override, "data.validation_size=0"])
+    with pytest.raises(UserError, match=key.replace(".", r"\.")) as info:
+        validate(cfg)
+    assert "a validation split" in str(info.value)
+
+
+def test_stopping_rules_edge_values_are_allowed() -> None:
+    defaults = compose_config([]).trainer
+    assert defaults.early_stopping.patience is None and defaults.target_precision is None
+    validate(compose_config(["data.validation_size=0"]))  # no stopping rule: no split needed
+    validate(
+        compose_config(
+            [
+                "trainer.early_stopping.patience=1",
+                "trainer.early_stopping.monitor=validation.loss",
+                "trainer.early_stopping.min_delta=0",
+                "trainer.early_stopping.restore_best=false",
+                "trainer.target_precision=1",
+            ]
+        )
+    )
+
+
+def test_a_bad_stopping_rule_is_one_error_line_and_writes_nothing(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        ["data=fake", "trainer.early_stopping.patience=0", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+    )
+    assert_one_error_line(result, "trainer.early_stopping.patience")
+    assert not run_dir.exists()  # refused before Hydra wrote anything
 
 
 def test_fake_data_sizes_have_bounds() -> None:
