@@ -21,7 +21,7 @@ from mnist_lab.core.backend import keras, tf
 from mnist_lab.data import Split, load_dataset
 from mnist_lab.data.augment import augment_batch
 from mnist_lab.data.pipeline import train_batches
-from mnist_lab.show.summaries import GRID_IMAGES, render_grid
+from mnist_lab.show.render import GRID_IMAGES, render_grid
 from tests.conftest import (
     SPLITS,
     assert_one_error_line,
@@ -264,7 +264,7 @@ def test_tensorboard_shows_the_augmented_batch(augmented: Path, plain: Path) -> 
     data = load_dataset(cfg.data)
     first = next(iter(train_batches(data.train, 32, seed=cfg.seed, augment=cfg.data.augment)))
     images, labels = first[0].numpy()[:GRID_IMAGES], first[1].numpy()[:GRID_IMAGES]
-    expected = render_grid(images, [data.class_names[y] for y in labels])[0].numpy()
+    expected = render_grid(images, [data.class_names[y] for y in labels])[0]
     shown = inputs_image(augmented)
     np.testing.assert_array_equal(shown, expected)
     assert not np.array_equal(shown, inputs_image(plain))

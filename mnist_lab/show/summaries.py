@@ -20,7 +20,6 @@ evaluation points only, a few milliseconds each, timed by the loop's step clock.
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,11 +37,9 @@ from mnist_lab.core.backend import keras, tf
 from mnist_lab.core.errors import UserError
 from mnist_lab.rundir.records import LOCATION_KEYS
 from mnist_lab.rundir.results import EvalRecord, SplitResult
+from mnist_lab.show.render import GRID_IMAGES, render_confusion, render_grid
 
-# Images per grid: enough to see a pattern, small enough to stay a few hundred KB.
-GRID_IMAGES = 40
 TEMPLATE_UNITS = 32
-DPI = 80  # an inch of figure is 80 pixels: a 28x28 image shows at about 2.5x
 
 HParamValue = bool | int | float | str
 
@@ -319,77 +316,3 @@ def weight_templates(
             titles = [f"{unit} {i}" for i in range(len(images))]
         found.append((layer.name, images, titles))
     return found
-
-
-# ---------------------------------------------------------------- rendering (matplotlib, lazily)
-
-
-def render_grid(
-    images: np.ndarray, titles: list[str], columns: int = 10, diverging: bool = False
-) -> tf.Tensor:
-    """A grid of small images, each with its title, as a (1, h, w, 4) image summary.
-
-    The images are tiled into one array shown by one ``imshow``: a figure of 40 subplots
-    takes seconds to lay out, one image a tenth of that.
-    """
-    from matplotlib.figure import Figure  # lazily: matplotlib costs start-up time
-
-    n = len(images)
-    columns = max(min(columns, n), 1)
-    rows = max(-(-n // columns), 1)
-    height, width = images.shape[1:3] if n else (28, 28)
-    band, gap = -(-height // 4), -(-width // 10)  # a title band above each image, a gap beside
-    cell_h, cell_w = height + band, width + gap
-    tiles = np.full((rows * cell_h, columns * cell_w), np.nan)  # NaN: transparent, white
-    if diverging and n:
-        # Each template scaled to [-1, 1]: zero sits at the colormap's white middle.
-        limits = np.abs(images).reshape(n, -1).max(axis=1, initial=0)
-        images = images / np.where(limits > 0, limits, 1)[:, None, None]
-    for i, image in enumerate(images):
-        top, left = (i // columns) * cell_h + band, (i % columns) * cell_w
-        tiles[top : top + height, left : left + width] = image
-    fig = Figure(figsize=(columns, rows * cell_h / cell_w), dpi=DPI)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set_axis_off()
-    cmap, limits = ("RdBu_r", (-1, 1)) if diverging else ("gray_r", (0, 255))
-    ax.imshow(tiles, cmap=cmap, vmin=limits[0], vmax=limits[1], interpolation="nearest")
-    for i, title in enumerate(titles[:n]):
-        x = (i % columns) * cell_w + width / 2
-        y = (i // columns) * cell_h + band / 2
-        ax.text(x, y, title, ha="center", va="center", fontsize=8)
-    if not n:
-        # An empty grid still says why it is empty (a perfect score, say).
-        ax.text(width / 2, cell_h / 2, "none", ha="center", va="center")
-    return _to_image(fig)
-
-
-def render_confusion(
-    labels: np.ndarray, predicted: np.ndarray, names: tuple[str, ...]
-) -> tf.Tensor:
-    """The confusion matrix (rows: true class, columns: predicted), counts in the cells."""
-    from matplotlib.figure import Figure
-
-    counts = tf.math.confusion_matrix(labels, predicted, num_classes=len(names)).numpy()
-    fig = Figure(figsize=(7, 6.5), dpi=DPI)
-    ax = fig.subplots()
-    ax.imshow(counts, cmap="Blues")
-    ticks = np.arange(len(names))
-    ax.set_xticks(ticks, names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(ticks, names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    dark = counts.max() / 2
-    for (row, col), count in np.ndenumerate(counts):
-        color = "white" if count > dark else "black"
-        ax.text(col, row, str(count), ha="center", va="center", fontsize=7, color=color)
-    fig.tight_layout()
-    return _to_image(fig)
-
-
-def _to_image(fig: Any) -> tf.Tensor:
-    # A bare Figure on an Agg canvas: no pyplot, no GUI backend, no global figure state.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    buffer = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buffer)
-    return tf.image.decode_png(buffer.getvalue(), channels=4)[tf.newaxis]
