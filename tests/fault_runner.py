@@ -40,7 +40,9 @@ def kill_around(owner: Any, name: str, when: Callable[..., bool], after: bool = 
 def install(point: str) -> None:
     import mnist_lab.data
     import mnist_lab.training.loop as loop
-    from mnist_lab.rundir import records
+    from mnist_lab.rundir import records, run_record
+    from mnist_lab.training import finish
+    from mnist_lab.training.stopping import StoppingRules
     from mnist_lab.training.clock import StepClock
 
     def always(*args: Any, **kwargs: Any) -> bool:
@@ -49,7 +51,7 @@ def install(point: str) -> None:
     if point == "loading data":
         kill_around(loop, "load_dataset", always)
     elif point == "after the run record":
-        kill_around(loop, "_start_record", always, after=True)
+        kill_around(run_record, "start", always, after=True)
     elif point == "mid-step":
         kill_around(StepClock, "on_train_batch_end", lambda clock, batch, logs=None: batch == 29)
     elif point == "ctrl-c at the last step":
@@ -70,6 +72,22 @@ def install(point: str) -> None:
             "update_checkpoint_state_internal",
             lambda save_dir, *args, **kwargs: str(save_dir).endswith(folder),
         )
+    elif point == "after the stop decision":
+        # A stopping rule has just decided: nothing of the decision is saved yet.
+        observe = StoppingRules.observe
+
+        def decided(self: Any, *args: Any, **kwargs: Any) -> Any:
+            decision = observe(self, *args, **kwargs)
+            if decision.stop is not None:
+                die()
+            return decision
+
+        StoppingRules.observe = decided  # type: ignore[method-assign]
+    elif point == "after the stop checkpoint":
+        # The stop step is checkpointed with the decision; the run record is not updated.
+        kill_around(run_record, "update", always)
+    elif point == "before restoring the best":
+        kill_around(loop, "_restore_best", always)
     elif point == "final evaluation":
         from mnist_lab.training.evaluation import Evaluator
 
@@ -89,9 +107,9 @@ def install(point: str) -> None:
 
         kill_around(RunSummaries, "end", always)
     elif point == "before the export":
-        kill_around(loop, "export_model", always)
+        kill_around(finish, "export_model", always)
     elif point == "before the predictions":
-        kill_around(loop, "_write_predictions", always)
+        kill_around(finish, "_write_predictions", always)
     elif point == "before metrics.json":
         kill_around(records, "write_json", lambda path, data: str(path).endswith("metrics.json"))
     elif point == "mid metrics.json":

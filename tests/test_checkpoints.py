@@ -21,6 +21,7 @@ from mnist_lab.rundir.interrupts import StopRequests
 from mnist_lab.rundir.results import EvalRecord, SplitResult
 from mnist_lab.training.loop import train_and_evaluate
 from mnist_lab.training.models import build_compiled_model, export_model
+from mnist_lab.training.stopping import StoppingRules
 from tests.conftest import compose_config
 
 # A small MLP with dropout, so the seed generators' state matters.
@@ -96,10 +97,18 @@ def test_a_checkpoint_holds_weights_optimizer_rng_step_and_seed(tmp_path: Path) 
     assert int(untouched.optimizer.iterations) == 0
 
 
+def keep_if_best(rules: StoppingRules, checkpoints: Checkpoints, evaluation: EvalRecord) -> None:
+    """What the loop does at each evaluation: the rules choose, the checkpoints keep."""
+    if rules.observe(evaluation, 0.0, 0.0, final=False).improved:
+        assert rules.best_value is not None
+        checkpoints.keep_best(evaluation.step, rules.best_value)
+
+
 def test_keeps_the_last_n_and_the_best_by_validation_precision(tmp_path: Path) -> None:
     cfg, model, checkpoints = setup(tmp_path, ["trainer.keep_checkpoints=2"])
+    rules = StoppingRules(cfg.trainer)
     for step, correct in [(10, 50), (20, 70), (30, 60), (40, 70)]:
-        checkpoints.keep_if_best(record(step, correct))
+        keep_if_best(rules, checkpoints, record(step, correct))
         checkpoints.save(step)
     assert saved_steps(tmp_path / "checkpoints") == [30, 40]
     best = tmp_path / "checkpoints/best"
@@ -107,10 +116,39 @@ def test_keeps_the_last_n_and_the_best_by_validation_precision(tmp_path: Path) -
     assert tf.train.load_variable(str(best / "ckpt-20"), "precision/.ATTRIBUTES/VARIABLE_VALUE")
 
     # The best precision survives a restart: a worse evaluation does not replace it.
-    _, _, resumed = setup(tmp_path, ["trainer.keep_checkpoints=2"])
+    cfg, _, resumed = setup(tmp_path, ["trainer.keep_checkpoints=2"])
     assert resumed.restore_latest() == 40
-    resumed.keep_if_best(record(50, 65))
+    rules = StoppingRules(cfg.trainer)
+    rules.best_value = resumed.recorded_best()
+    assert rules.best_value == 0.7
+    keep_if_best(rules, resumed, record(50, 65))
     assert saved_steps(best) == [20]
+    keep_if_best(rules, resumed, record(60, 71))
+    assert saved_steps(best) == [60]
+
+
+def test_stopping_state_is_in_each_checkpoint_and_comes_back(tmp_path: Path) -> None:
+    """Patience counter, best value and step, the stop decision: a resumed run stops where an
+    uninterrupted one does only if these come back with the weights."""
+    stopping = ["trainer.early_stopping.patience=2", "trainer.early_stopping.min_delta=0.05"]
+    cfg, model, _ = setup(tmp_path, stopping)
+    rules = StoppingRules(cfg.trainer)
+    checkpoints = Checkpoints(tmp_path / "checkpoints", model, cfg.seed, 3, state=rules)
+    keep_if_best(rules, checkpoints, record(10, 50))
+    keep_if_best(rules, checkpoints, record(20, 54))  # +0.04: not more than min_delta
+    checkpoints.save(20)
+    decision = rules.observe(record(30, 52), 1.5, 2.5, final=False)
+    assert decision.stop == "early_stopping"
+    checkpoints.save(30)
+
+    cfg, model, _ = setup(tmp_path, stopping)
+    restored = StoppingRules(cfg.trainer)
+    again = Checkpoints(tmp_path / "checkpoints", model, cfg.seed, 3, state=restored)
+    assert again.restore_latest() == 30
+    assert restored.as_vector()[:6] == rules.as_vector()[:6]
+    assert (restored.stopped, restored.stop_step, restored.best_step) == ("early_stopping", 30, 10)
+    assert restored.best_value == 0.5 and restored.without_improvement == 2
+    assert restored.record(30, 32)["best_step"] == 10
 
 
 def damage(prefix: Path, how: str) -> None:

@@ -25,6 +25,9 @@ METRIC_KEYS = (
     "test.loss",
     "wall_seconds",
     "train_examples_per_second",
+    "stop.reason",
+    "stop.best_step",
+    "stop.target.training_seconds",
 )
 # Sorted high to low ("best first", "newest first"); any other key sorts low to high.
 _HIGH_FIRST = re.compile(r"(^|\.)precision$|examples_per_second$|^started$|^step$")

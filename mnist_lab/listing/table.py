@@ -16,6 +16,7 @@ from rich.text import Text
 
 from mnist_lab.listing.read import Run
 from mnist_lab.rundir import records
+from mnist_lab.show.report import stop_text
 
 # Up to this many differing config keys get a column each in the terminal's table.
 TABLE_KEYS = 5
@@ -117,7 +118,7 @@ def rows(found: list[Run]) -> tuple[list[str], list[list[str]]]:
     """The listing's header and a row a run: status, start, time, the differing config keys,
     the precisions, the folder and a note (a failed run's error, an interrupted one's resume)."""
     keys = list(dict.fromkeys(k for run in found for k in run.differs))
-    header = ["status", "started", "time", *keys, "validation", "test", "folder", "note"]
+    header = ["status", "started", "time", *keys, "validation", "test", "stop", "folder", "note"]
     cells = [
         [
             status(run),
@@ -126,6 +127,11 @@ def rows(found: list[Run]) -> tuple[list[str], list[list[str]]]:
             *(value(run.differs[k]) if k in run.differs else "-" for k in keys),
             metric("precision", run.validation_precision),
             metric("precision", run.test_precision),
+            stop_text(
+                records.metric(run.metrics, "stop.reason"),
+                run.step,
+                records.metric(run.metrics, "stop.best_step"),
+            ),
             folder(run.dir),
             _note(run),
         ]

@@ -5,13 +5,16 @@ Layout of ``<run>/checkpoints/`` (see ``mnist_lab.rundir.layout`` for the rest o
     checkpoint                  TensorFlow's state file: the valid checkpoints, newest last
     ckpt-<step>.index           one checkpoint per saved step (the number is the global step)
     ckpt-<step>.data-00000-of-00001
-    best/                       the best checkpoint by validation precision (its own state file)
+    best/                       the best evaluation's checkpoint (its own state file): by
+                                validation precision, or by the early-stopping monitor
 
 A checkpoint holds the model's weights, the optimizer's state (its slots and ``iterations``, so
 the learning-rate schedule continues), the state of every dropout seed generator (so the masks
 after a resume are the ones an uninterrupted run draws), the global step and the seed. The
 data order is a pure function of (seed, step) (see ``mnist_lab.data.pipeline``): those two are
-the whole data-order state.
+the whole data-order state. With a stopping rule on, it holds the rules' state too (the best
+value and step, the evaluations without improvement, the target's figures), so a resumed run
+stops where an uninterrupted one does.
 
 Atomicity is TensorFlow's (checkpoint_management.py, functional_saver.py, tensor_bundle.cc):
 ``CheckpointManager.save`` writes the shards under ``ckpt-N_temp/``, merges them into
@@ -31,15 +34,14 @@ Not checkpointed: the running means of the training loss/precision of the period
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mnist_lab.core.backend import keras, tf
 from mnist_lab.core.errors import UserError
+from mnist_lab.core.files import replacing
 from mnist_lab.rundir.layout import BEST, CHECKPOINT_PREFIX, STATE_FILE, checkpoint_steps
-from mnist_lab.rundir.results import EvalRecord
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +50,29 @@ log = logging.getLogger(__name__)
 UNREADABLE = (Exception,)
 
 
+class CheckpointedState(Protocol):
+    """State of the loop's own that checkpoints keep as a vector of numbers (stopping rules)."""
+
+    def as_vector(self) -> list[float]: ...
+
+    def load_vector(self, vector: list[float]) -> None: ...
+
+
 class Checkpoints:
     """Saves and restores one run's checkpoints; see the module docstring for what they hold."""
 
-    def __init__(self, directory: Path, model: keras.Model, seed: int, keep: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        model: keras.Model,
+        seed: int,
+        keep: int,
+        state: CheckpointedState | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.model = model
         self._saved_step: int | None = None
-        self._best_precision = -1.0
+        self._state = state
         for folder in (self.directory, self.directory / BEST):
             _make_dir(folder)
             remove_leftovers(folder)
@@ -66,10 +83,15 @@ class Checkpoints:
         model.optimizer.build(model.trainable_variables)
         self._step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self._precision = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
-        state = tracked_state(model, self._step)
+        tracked = tracked_state(model, self._step)
         seed_variable = tf.Variable(seed, dtype=tf.int64, trainable=False)
+        # Only runs that have such state track it: older checkpoints keep their shape.
+        extra = {}
+        if self._state is not None:
+            self._vector = tf.Variable(self._state.as_vector(), dtype=tf.float64, trainable=False)
+            extra["stopping"] = self._vector
         self._manager = tf.train.CheckpointManager(
-            tf.train.Checkpoint(**state, optimizer=model.optimizer, seed=seed_variable),
+            tf.train.Checkpoint(**tracked, optimizer=model.optimizer, seed=seed_variable, **extra),
             self.directory,
             max_to_keep=keep,
             checkpoint_name=CHECKPOINT_PREFIX,
@@ -77,7 +99,7 @@ class Checkpoints:
         # The model tracks its optimizer, so the best checkpoint holds the slots too; only the
         # step and its precision differ.
         self._best = tf.train.CheckpointManager(
-            tf.train.Checkpoint(**state, precision=self._precision),
+            tf.train.Checkpoint(**tracked, precision=self._precision),
             self.directory / BEST,
             max_to_keep=1,
             checkpoint_name=CHECKPOINT_PREFIX,
@@ -96,7 +118,8 @@ class Checkpoints:
                 continue
             step = int(self._step.numpy())
             self._saved_step = step
-            self._best_precision = self._recorded_best()
+            if self._state is not None:
+                self._state.load_vector([float(x) for x in self._vector.numpy()])
             log.info("resuming from %s at step %d", path, step)
             return step
         if candidates:
@@ -106,15 +129,21 @@ class Checkpoints:
             )
         return 0
 
-    def _recorded_best(self) -> float:
+    def recorded_best(self) -> float | None:
+        """The value the best checkpoint was kept for (None when there is none): what a run
+        without checkpointed stopping state compares its next evaluations with."""
         path = self._best.latest_checkpoint
         if path is None:
-            return -1.0
+            return None
         try:
             return float(tf.train.load_variable(path, "precision/.ATTRIBUTES/VARIABLE_VALUE"))
         except UNREADABLE as ex:
             log.warning("best checkpoint %s is unreadable, it will be replaced: %s", path, _why(ex))
-            return -1.0
+            return None
+
+    @property
+    def best_path(self) -> str | None:
+        return self._best.latest_checkpoint
 
     # ------------------------------------------------------------ save
 
@@ -123,18 +152,17 @@ class Checkpoints:
         if step == self._saved_step:
             return
         self._step.assign(step)
+        if self._state is not None:
+            self._vector.assign(self._state.as_vector())
         _write(self._manager, step)
         self._saved_step = step
 
-    def keep_if_best(self, record: EvalRecord) -> None:
-        """Keep the best checkpoint by validation precision (strictly better replaces it)."""
-        precision = record.validation.precision
-        if precision is None or precision <= self._best_precision:
-            return
-        self._step.assign(record.step)
-        self._precision.assign(precision)
-        _write(self._best, record.step, quiet=True)
-        self._best_precision = precision
+    def keep_best(self, step: int, value: float) -> None:
+        """Keep the current weights as the best evaluation's, at ``step``, chosen for ``value``
+        (the caller's rule decides what is better; the variable keeps its old name)."""
+        self._step.assign(step)
+        self._precision.assign(value)
+        _write(self._best, step, quiet=True)
 
 
 # ---------------------------------------------------------------- helpers shared with eval/predict
@@ -221,12 +249,8 @@ def repair_state_file(folder: Path) -> None:
     lines += [f'all_model_checkpoint_paths: "{name}"' for name in names]
     lines += [f"all_model_checkpoint_timestamps: {t}" for t in times]
     lines += [f"last_preserved_timestamp: {min(times) - 1}"]
-    try:  # replaced atomically, like TensorFlow's own writes of it
-        partial = folder / f"{STATE_FILE}.part"
+    with replacing(folder / STATE_FILE) as partial:  # atomically, as TensorFlow writes it
         partial.write_text("\n".join(lines) + "\n")
-        os.replace(partial, folder / STATE_FILE)
-    except OSError as ex:
-        raise UserError(f"cannot write {folder / STATE_FILE}: {ex.strerror or ex}") from ex
 
 
 def remove_leftovers(folder: Path) -> None:

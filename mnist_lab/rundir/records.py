@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from mnist_lab.core.errors import UserError
+from mnist_lab.core.files import replacing
 from mnist_lab.rundir import layout, locks
 
 RUNNING, FINISHED, PRUNED, FAILED, INTERRUPTED = (
@@ -40,13 +40,8 @@ LOCATION_KEYS = ("data.dir", "data.download")
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON atomically (a temp file renamed over the old): readers never see half of it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with replacing(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    except OSError as ex:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {ex.strerror or ex}") from ex
 
 
 def write_predictions(path: Path, probabilities: dict[str, Any], labels: dict[str, Any]) -> None:
@@ -58,13 +53,8 @@ def write_predictions(path: Path, probabilities: dict[str, Any], labels: dict[st
     for split, p in probabilities.items():
         arrays[f"{split}_probabilities"] = p
         arrays[f"{split}_labels"] = labels[split]
-    tmp = path.with_name(f".{path.stem}.tmp.npz")  # numpy insists on the .npz suffix
-    try:
+    with replacing(path) as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except OSError as ex:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {ex.strerror or ex}") from ex
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -113,6 +103,17 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Keys that mnist-lab gained after runs were made, with the value that does what the runs made
+# before them did: such a run's config is its own plus these, and is compared as such.
+KEYS_ADDED_LATER: dict[str, Any] = {
+    "trainer.early_stopping.patience": None,
+    "trainer.early_stopping.monitor": "validation.precision",
+    "trainer.early_stopping.min_delta": 0.0,
+    "trainer.early_stopping.restore_best": True,
+    "trainer.target_precision": None,
+}
+
+
 def differences(
     before: dict[str, Any], after: dict[str, Any], ignore: tuple[str, ...] = LOCATION_KEYS
 ) -> list[tuple[str, Any, Any]]:
@@ -121,7 +122,7 @@ def differences(
     A group switched to another option (model=cnn -> mlp) is named by its ``.name`` alone,
     first, not by every key of both options.
     """
-    old, new = flatten(before), flatten(after)
+    old, new = {**KEYS_ADDED_LATER, **flatten(before)}, {**KEYS_ADDED_LATER, **flatten(after)}
     missing = object()
     changes = [
         (k, old.get(k, "<unset>"), new.get(k, "<unset>"))

@@ -42,6 +42,17 @@ RESUME_KEYS = (
     "trainer.deterministic",
     "trainer.jit_compile",
 )
+# With a stopping rule on, the evaluations decide where the run stops: their cadence, the
+# rules and the run's length are fixed from its first checkpoint on. Only restore_best may
+# change, as it chooses what is reported at the end and nothing computed before.
+STOPPING_KEYS = (
+    "trainer.early_stopping.patience",
+    "trainer.early_stopping.monitor",
+    "trainer.early_stopping.min_delta",
+    "trainer.target_precision",
+    "trainer.eval_every",
+    "trainer.steps",
+)
 NEW, FINISHED, CONTINUE = "new", "finished", "continue"
 
 
@@ -113,9 +124,11 @@ def check_resumable(run_dir: Path, saved: dict[str, Any], now: dict[str, Any]) -
     """Refuse (UserError) to continue a run with a model, optimizer, data or seed it did not
     have, naming every key that changed."""
     checked: tuple[str, ...] = RESUME_KEYS
-    schedules = {records.flatten(c).get("optimizer.schedule.name") for c in (saved, now)}
-    if "cosine" in schedules:
+    flat = [records.flatten(c) for c in (saved, now)]
+    if "cosine" in {c.get("optimizer.schedule.name") for c in flat}:
         checked += ("trainer.steps",)  # the cosine decays over the run's length
+    if any(stopping_rule_on(c) for c in flat):
+        checked += STOPPING_KEYS
     changes = [
         change
         for change in records.differences(saved, now)
@@ -126,6 +139,13 @@ def check_resumable(run_dir: Path, saved: dict[str, Any], now: dict[str, Any]) -
             f"cannot resume the run in {run_dir}: its checkpoints were made with a different "
             f"config: {records.described(changes)}; use the same values or another folder"
         )
+
+
+def stopping_rule_on(flat_config: dict[str, Any]) -> bool:
+    return any(
+        flat_config.get(key) is not None
+        for key in ("trainer.early_stopping.patience", "trainer.target_precision")
+    )
 
 
 def check_same_data(run_dir: Path, fingerprint: str, action: str = "resume") -> None:

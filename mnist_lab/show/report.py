@@ -32,3 +32,11 @@ def print_report(results: dict[str, SplitResult], title: str) -> None:
             "n/a" if r.precision is None else f"{r.precision:.4f}",
             extra=FILE_ONLY,
         )
+
+
+def stop_text(reason: str | None, step: int | None, best_step: int | None) -> str:
+    """``early_stopping, best 80``: why a run ended before its steps, and whose weights show."""
+    other_weights = best_step is not None and best_step != step
+    if reason in (None, "steps") and not other_weights:
+        return "-"
+    return f"{reason or 'steps'}, best {best_step}" if other_weights else str(reason)

@@ -78,9 +78,14 @@ class RunSummaries:
         with self._writing():
             self._write_evaluation(record, examples_per_second)
 
-    def end(self, results: dict[str, SplitResult], validation_predicted: np.ndarray) -> None:
+    def end(
+        self,
+        results: dict[str, SplitResult],
+        validation_predicted: np.ndarray,
+        stop: dict[str, Any],
+    ) -> None:
         with self._writing():
-            self._end(results, validation_predicted)
+            self._end(results, validation_predicted, stop)
 
     def _start(self, step: int, inputs: tuple[np.ndarray, np.ndarray]) -> None:
         """What is known before training: hyperparameters, graph, texts, the first inputs.
@@ -139,15 +144,21 @@ class RunSummaries:
         for weight in self.model.trainable_weights:
             write_histogram(weight.path, weight.value)
 
-    def _end(self, results: dict[str, SplitResult], validation_predicted: np.ndarray) -> None:
+    def _end(
+        self,
+        results: dict[str, SplitResult],
+        validation_predicted: np.ndarray,
+        stop: dict[str, Any],
+    ) -> None:
         """The final figures, and images of the validation split's predicted classes."""
         if not self.enabled:
             return
-        step = int(self.cfg.trainer.steps)
+        step = int(stop["step"])  # where training ended: the curves end there too
         with self._writer("").as_default(step=step):
             for split, result in results.items():
                 if result.precision is not None:
                     tf.summary.scalar(f"final/{split}_precision", result.precision)
+            write_stop(stop)
             for name, images, titles in weight_templates(self.model, self.data.class_names):
                 # One row for the ten classes' templates, rows of eight for hidden units.
                 columns = 10 if len(images) <= 10 else 8
@@ -316,3 +327,21 @@ def weight_templates(
             titles = [f"{unit} {i}" for i in range(len(images))]
         found.append((layer.name, images, titles))
     return found
+
+
+def write_stop(stop: dict[str, Any]) -> None:
+    """Where and why training ended, as scalars the HParams table shows beside each run."""
+    tf.summary.scalar("stop/step", stop["step"], description="The last step trained.")
+    tf.summary.scalar("stop/best_step", stop["best_step"], description="Whose weights are shown.")
+    tf.summary.scalar(
+        "stop/early",
+        float(stop["reason"] != "steps"),
+        description=f"1 when a stopping rule ended the run early (here: {stop['reason']}).",
+    )
+    target = stop.get("target")
+    if target and target["reached"]:
+        tf.summary.scalar(
+            "stop/target_training_seconds",
+            target["training_seconds"],
+            description=f"Training seconds to validation precision {target['precision']}.",
+        )

@@ -25,8 +25,10 @@ from rich.table import Table
 from rich.text import Text
 
 from mnist_lab.core.console import console
+from mnist_lab.core.files import replacing
 from mnist_lab.rundir import layout, records, resume
 from mnist_lab.rundir.records import FAILED, FINISHED, INTERRUPTED, PRUNED, RUNNING
+from mnist_lab.show.report import stop_text
 
 MISSING = "missing"  # a job of the grid that has no folder: it never started
 # In the order the summary ranks them, and counts them.
@@ -40,6 +42,8 @@ CSV_COLUMNS = (
     "validation_precision",
     "test_precision",
     "steps",
+    "stop_reason",
+    "best_step",
     "wall_seconds",
     "overrides",
     "error",
@@ -58,7 +62,9 @@ class JobResult:
     error: str | None = None
     validation_precision: float | None = None
     test_precision: float | None = None
-    steps: int | None = None
+    steps: int | None = None  # the last step trained
+    stop_reason: str | None = None  # steps | early_stopping | target (metrics.json's stop)
+    best_step: int | None = None  # whose weights the figures are of
     wall_seconds: float | None = None
     rank: int | None = None  # 1 = best; set by ``rank``
 
@@ -77,6 +83,8 @@ def read_job(sweep_dir: Path, job_dir: Path) -> JobResult:
         result.validation_precision = info.metrics["validation"]["precision"]
         result.test_precision = info.metrics["test"]["precision"]
         result.steps = info.metrics.get("step")
+        result.stop_reason = records.metric(info.metrics, "stop.reason")
+        result.best_step = records.metric(info.metrics, "stop.best_step")
         result.wall_seconds = info.metrics.get("wall_seconds")
     elif info.status == PRUNED and info.pruned is not None:
         result.steps = info.pruned.get("step")
@@ -138,14 +146,12 @@ def _common_overrides(jobs: list[JobResult]) -> list[str]:
 def write(sweep_dir: Path, ranked: list[JobResult]) -> None:
     """``summary.csv`` (one row a job) and ``summary.json`` (the same, with the best job)."""
     csv_path, json_path = sweep_dir / layout.SUMMARY_CSV, sweep_dir / layout.SUMMARY_JSON
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-    with tmp.open("w", newline="") as f:
+    with replacing(csv_path) as tmp, tmp.open("w", newline="") as f:  # never half a table
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for job in ranked:
             row = {k: v for k, v in asdict(job).items() if k in CSV_COLUMNS}
             writer.writerow({**row, "overrides": " ".join(job.overrides)})
-    tmp.replace(csv_path)  # readers never see half a table
     top = best(ranked)
     summary = {
         "sweep_dir": str(sweep_dir),
@@ -182,6 +188,7 @@ def print_table(ranked: list[JobResult], common: list[str]) -> None:
     table.add_column("validation", justify="right")
     table.add_column("test", justify="right")
     table.add_column("steps", justify="right")
+    table.add_column("stop")
     table.add_column("time", justify="right")
     table.add_column("status", overflow="fold")
     for job in ranked:
@@ -192,6 +199,7 @@ def print_table(ranked: list[JobResult], common: list[str]) -> None:
             _number(job.validation_precision, ".4f"),
             _number(job.test_precision, ".4f"),
             _number(job.steps, "d"),
+            stop_text(job.stop_reason, job.steps, job.best_step),
             "-" if job.wall_seconds is None else f"{job.wall_seconds:.1f}s",
             _status(job),
         )

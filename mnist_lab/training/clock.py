@@ -56,6 +56,7 @@ class StepClock(keras.callbacks.Callback):
         self._first_call_end: float | None = None
         self._ended: float | None = None
         self._window: tuple[int, float, float] | None = None  # (step, time, timed work)
+        self._call_end = (0.0, 0.0)  # (time, timed work) at the end of the last compiled call
 
     # ------------------------------------------------------------ registration
 
@@ -82,6 +83,7 @@ class StepClock(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         # With steps_per_execution, ``batch`` is the last batch of the compiled call.
         self.previous_step, self.step = self.step, self.start_step + batch + 1
+        self._call_end = (time.perf_counter(), self.timings.total())
         if self._first_call_end is None:
             self._first_call_end = time.perf_counter()
             self._window = (self.step, self._first_call_end, self.timings.total())
@@ -96,6 +98,12 @@ class StepClock(keras.callbacks.Callback):
         self._ended = time.perf_counter()
 
     # ------------------------------------------------------------ figures
+
+    def training_seconds(self) -> float:
+        """Seconds of training in this process up to the end of the last compiled call: the
+        first call (tracing) counted, evaluation, summaries and checkpoints not."""
+        ended, work = self._call_end
+        return max(ended - self._began - work, 0.0) if ended else 0.0
 
     def examples_per_second_since_last_asked(self) -> float | None:
         """Training throughput since the previous call of this (or the first compiled call):

@@ -22,22 +22,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mnist_lab.core.backend import configure_tensorflow, keras  # first: imports TensorFlow quietly
-from mnist_lab.core.errors import DivergedError, FolderRefused, UserError
+from mnist_lab.core.errors import DivergedError, UserError
 from mnist_lab.data import Dataset, load_dataset
 from mnist_lab.data.pipeline import train_batches
-from mnist_lab.rundir import layout, locks, records, resume
-from mnist_lab.rundir.checkpoints import Checkpoints
+from mnist_lab.rundir import layout, locks, records, resume, run_record
+from mnist_lab.rundir.checkpoints import Checkpoints, restore_model
 from mnist_lab.rundir.interrupts import Interrupted, StopRequests, TrialPruned
-from mnist_lab.rundir.results import EvalRecord, SplitResult
+from mnist_lab.rundir.results import EvalRecord
 from mnist_lab.show.progress import Progress
-from mnist_lab.show.report import print_report
 from mnist_lab.show.summaries import RunSummaries
+from mnist_lab.training import finish
 from mnist_lab.training.clock import CHECKPOINTS, EVALUATION, SUMMARIES, StepClock
 from mnist_lab.training.evaluation import Evaluator
-from mnist_lab.training.models import build_compiled_model, export_model
+from mnist_lab.training.models import build_compiled_model
+from mnist_lab.training.stopping import TARGET, StoppingRules
 
 log = logging.getLogger(__name__)
 
@@ -95,22 +96,33 @@ def _run(
         data.location,
     )
     if plan == resume.FINISHED:
-        return _finished(run_dir, data)
+        return finish.reuse_finished(run_dir, data)
     if plan == resume.CONTINUE:
         resume.check_same_data(run_dir, data.fingerprint)
-    _start_record(run_dir, cfg, overrides, data, started_at)
+    run_record.start(run_dir, cfg, overrides, data, started_at)
 
     configure_tensorflow(cfg)
     model = build_compiled_model(cfg)
     log.info("model: %s, %s parameters", model.name, f"{model.count_params():,}")
-    checkpoints = Checkpoints(layout.checkpoints_dir(run_dir), model, cfg.seed, t.keep_checkpoints)
+    rules = StoppingRules(t)
+    checkpoints = Checkpoints(
+        layout.checkpoints_dir(run_dir),
+        model,
+        cfg.seed,
+        t.keep_checkpoints,
+        state=rules if rules.enabled else None,
+    )
     start_step = checkpoints.restore_latest()  # resume.plan refused steps below the newest
+    if not rules.enabled:  # no stopping state in the checkpoint: the best one says its value
+        rules.best_value = checkpoints.recorded_best()
     evaluator = Evaluator(model, t.eval_batch_size)
     summaries = RunSummaries(run_dir / layout.TENSORBOARD, model, cfg, data)
 
     late_signal = None
-    if start_step < t.steps:
-        training = _fit(cfg, model, data, evaluator, summaries, checkpoints, start_step, pruner)
+    if start_step < t.steps and rules.stopped is None:
+        training = _fit(
+            cfg, model, data, evaluator, summaries, checkpoints, rules, start_step, pruner, started
+        )
         stopped, late_signal = training.pop("stopped"), training.pop("late_signal")
         if stopped is not None:
             step, why = stopped
@@ -123,11 +135,18 @@ def _run(
             log.warning("stopped at step %d, checkpoint saved in %s", step, checkpoints.directory)
             log.warning("to resume: %s", hint)
             raise Interrupted(why, f"stopped at step {step}")
-        _update_record(run_dir, training=training)
+        if rules.stopped is not None:  # the decision is in this checkpoint: a rerun keeps it
+            checkpoints.save(training["step"])
+        run_record.update(run_dir, training=training)
     else:
-        training = _recorded_training(run_dir, t.steps)
+        training = run_record.recorded_training(
+            run_dir, rules.stop_step if rules.stopped else t.steps
+        )
+    training["stop"] = rules.record(training["step"], t.batch_size)
+    if rules.reported_step(training["step"]) != training["step"]:
+        _restore_best(model, checkpoints, rules)
 
-    metrics = _finish(cfg, run_dir, model, data, evaluator, summaries, training, overrides,
+    metrics = finish.finish(cfg, run_dir, model, data, evaluator, summaries, training, overrides,
                       started, started_at)  # fmt: skip
     if late_signal is not None:
         # Ctrl-C during the last compiled call: the run finished anyway (and is complete);
@@ -140,68 +159,16 @@ def _run(
 # ---------------------------------------------------------------- the parts
 
 
-def _finished(run_dir: Path, data: Dataset) -> dict[str, Any]:
-    """A run already finished with this config: show its results, write nothing."""
-    metrics = records.read_json(run_dir / layout.METRICS) or {}
-    recorded = (metrics.get("data") or {}).get("fingerprint")
-    if recorded is not None and recorded != data.fingerprint:
-        raise FolderRefused(
-            f"{run_dir} finished on other data ({metrics['data'].get('location')}) than the "
-            f"data named now ({data.location}); use another folder to train on it"
+def _restore_best(model: keras.Model, checkpoints: Checkpoints, rules: StoppingRules) -> None:
+    """Load the best evaluation's weights for the final evaluation and everything after it."""
+    path = checkpoints.best_path
+    if path is None or restore_model(model, path) != rules.best_step:
+        raise UserError(
+            f"the best checkpoint of step {rules.best_step} is missing or damaged in "
+            f"{checkpoints.directory / layout.BEST}; rerun with "
+            "trainer.early_stopping.restore_best=false to report the last weights"
         )
-    log.info("this run already finished; its results: %s", run_dir / layout.METRICS)
-    results = {s: SplitResult.from_dict(metrics[s]) for s in layout.SPLITS}
-    print_report(results, _title(metrics["config"], metrics["step"]))
-    return metrics
-
-
-def _start_record(
-    run_dir: Path, cfg: DictConfig, overrides: list[str], data: Dataset, started_at: str
-) -> None:
-    """Write what the run is, before anything else: its config and its record.
-
-    A rerun of a run that had finished with another config (more steps, say) makes its old
-    results stale, and a pruned or failed run is trying again: their markers go first.
-    """
-    for stale in (layout.METRICS, layout.PRUNED, layout.ERROR, layout.PREDICTIONS):
-        (run_dir / stale).unlink(missing_ok=True)
-    folder = layout.checkpoints_dir(run_dir)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{layout.SAVED_CONFIG}.tmp"
-        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        tmp.replace(folder / layout.SAVED_CONFIG)
-    except OSError as ex:
-        raise UserError(f"cannot write in {folder}: {ex.strerror or ex}") from ex
-    previous = records.read_json(layout.run_record(run_dir)) or {}
-    records.write_json(
-        layout.run_record(run_dir),
-        {
-            "started": started_at,
-            "overrides": overrides,
-            "data": {"name": data.name, "location": data.location, "fingerprint": data.fingerprint},
-            # Kept when the run had finished training: a rerun completes only its end.
-            "training": previous.get("training"),
-        },
-    )
-
-
-def _update_record(run_dir: Path, **fields: Any) -> None:
-    record = records.read_json(layout.run_record(run_dir)) or {}
-    records.write_json(layout.run_record(run_dir), {**record, **fields})
-
-
-def _recorded_training(run_dir: Path, steps: int) -> dict[str, Any]:
-    """The training figures of a run whose training ended in an earlier process."""
-    training = (records.read_json(layout.run_record(run_dir)) or {}).get("training") or {}
-    if training.get("step") == steps:
-        return training
-    return {
-        "step": steps,
-        "resumed_from_step": steps,
-        "train_examples_per_second": None,
-        "loop_examples_per_second": None,
-    }
+    log.info("reporting the weights of step %d, the best evaluation", rules.best_step)
 
 
 def _fit(
@@ -211,11 +178,13 @@ def _fit(
     evaluator: Evaluator,
     summaries: RunSummaries,
     checkpoints: Checkpoints,
+    rules: StoppingRules,
     start_step: int,
     pruner: Pruner | None,
+    job_started: float,
 ) -> dict[str, Any]:
-    """Train from ``start_step`` to ``trainer.steps``; the training figures, and why it stopped
-    early (``stopped``: (step, signal number or "pruned")) if it did."""
+    """Train from ``start_step`` to ``trainer.steps`` or a stopping rule's stop; the training
+    figures, and why it was interrupted (``stopped``: (step, signal number or "pruned"))."""
     t = cfg.trainer
     steps_per_call = _steps_per_call(t.steps_per_execution, t.steps - start_step, start_step)
     model.steps_per_execution = steps_per_call
@@ -230,6 +199,8 @@ def _fit(
     clock = StepClock(start_step, t.steps, t.batch_size)
     progress = Progress(t.steps, t.batch_size, start_step)
     stops = StopRequests()
+    # The run's times before this process (a resume), to which this one's are added.
+    carried_training, carried_wall = rules.training_seconds, rules.wall_seconds
 
     def check_divergence(step: int, logs: dict[str, Any]) -> None:
         loss = logs.get("loss")
@@ -260,15 +231,28 @@ def _fit(
             )
             model.reset_metrics()  # each record describes its own period
             progress.on_evaluation(record)
-            if pruner is not None and step < t.steps and pruner(record):
-                stops.prune()
+            decision = rules.observe(
+                record,
+                carried_training + clock.training_seconds(),
+                carried_wall + time.perf_counter() - job_started,
+                final=step == t.steps,
+            )
+            if decision.stop is not None:
+                model.stop_training = True
+                log.info("%s", _stop_message(rules, step))
+            elif pruner is not None and step < t.steps and pruner(record):
+                stops.prune()  # a run stopping anyway is finished, never pruned
         rate = clock.examples_per_second_since_last_asked()
         with clock.timed(SUMMARIES):
             summaries.write_evaluation(record, rate)
-        with clock.timed(CHECKPOINTS):
-            checkpoints.keep_if_best(record)
+        if decision.improved:
+            assert rules.best_value is not None
+            with clock.timed(CHECKPOINTS):
+                checkpoints.keep_best(step, rules.best_value)
 
     def save(step: int, logs: dict[str, Any]) -> None:
+        rules.training_seconds = carried_training + clock.training_seconds()
+        rules.wall_seconds = carried_wall + time.perf_counter() - job_started
         with clock.timed(CHECKPOINTS):
             checkpoints.save(step)
 
@@ -293,7 +277,7 @@ def _fit(
     finally:
         progress.close()
     stopped = None
-    if clock.step < t.steps:
+    if clock.step < t.steps and rules.stopped is None:
         stopped = (clock.step, "pruned" if stops.pruned else stops.signum)
     return {
         "step": clock.step,
@@ -302,6 +286,15 @@ def _fit(
         "stopped": stopped,
         "late_signal": stops.signum if stopped is None else None,
     }
+
+
+def _stop_message(rules: StoppingRules, step: int) -> str:
+    if rules.stopped == TARGET:
+        return f"stopping at step {step}: validation precision reached {rules.target}"
+    return (
+        f"early stopping at step {step}: {rules.monitor} has not improved by more than "
+        f"{rules.min_delta:g} for {rules.patience} evaluations (best at step {rules.best_step})"
+    )
 
 
 def _steps_per_call(configured: int, steps_left: int, start_step: int) -> int:
@@ -322,60 +315,3 @@ def _steps_per_call(configured: int, steps_left: int, start_step: int) -> int:
         fitted,
     )
     return fitted
-
-
-def _finish(
-    cfg: DictConfig,
-    run_dir: Path,
-    model: keras.Model,
-    data: Dataset,
-    evaluator: Evaluator,
-    summaries: RunSummaries,
-    training: dict[str, Any],
-    overrides: list[str],
-    started: float,
-    started_at: str,
-) -> dict[str, Any]:
-    """Evaluate the three splits, write everything else, then ``metrics.json``."""
-    evaluation_started = time.perf_counter()
-    evaluated = {split: evaluator.run(getattr(data, split)) for split in layout.SPLITS}
-    final_evaluation_seconds = time.perf_counter() - evaluation_started
-    wall_seconds = time.perf_counter() - started
-    results = {split: predictions.result for split, predictions in evaluated.items()}
-
-    summaries.end(results, validation_predicted=evaluated["validation"].classes)
-    export_model(model, run_dir / layout.MODEL)
-    _write_predictions(run_dir / layout.PREDICTIONS, data, evaluated)
-    metrics = {
-        "step": training["step"],
-        **{name: r.as_dict() for name, r in results.items()},
-        "train_examples_per_second": training.get("train_examples_per_second"),
-        "loop_examples_per_second": training.get("loop_examples_per_second"),
-        "final_evaluation_seconds": final_evaluation_seconds,
-        "wall_seconds": wall_seconds,
-        "resumed_from_step": training.get("resumed_from_step", cfg.trainer.steps),
-        "started": started_at,
-        "overrides": overrides,
-        "data": {"name": data.name, "location": data.location, "fingerprint": data.fingerprint},
-        "config": resume.as_dict(cfg),
-    }
-    # Last: from here on the run is finished, for resume, sweeps and every listing.
-    records.write_json(run_dir / layout.METRICS, metrics)
-    print_report(results, _title(metrics["config"], metrics["step"]))
-    log.info("metrics: %s", run_dir / layout.METRICS)
-    if cfg.trainer.tensorboard:
-        log.info("%s", resume.tensorboard_command(run_dir / layout.TENSORBOARD))
-    return metrics
-
-
-def _write_predictions(path: Path, data: Dataset, evaluated: dict[str, Any]) -> None:
-    """Each split's labels and predicted probabilities, for ensembles of runs."""
-    records.write_predictions(
-        path,
-        {split: predictions.probabilities for split, predictions in evaluated.items()},
-        {split: getattr(data, split).labels for split in evaluated},
-    )
-
-
-def _title(config: dict[str, Any], step: int) -> str:
-    return f"{config['model']['name']} on {config['data']['name']}, step {step}"
