@@ -28,6 +28,14 @@ METRIC_KEYS = (
     "stop.reason",
     "stop.best_step",
     "stop.target.training_seconds",
+    # Where it ran: a time or an accuracy is read beside these (core/machine.py).
+    "machine.cpu",
+    "machine.intra_op_threads",
+    "machine.precision",
+    "machine.gpus",
+    "machine.mnist_lab",
+    "machine.git",
+    "machine.tensorflow",
 )
 # Sorted high to low ("best first", "newest first"); any other key sorts low to high.
 _HIGH_FIRST = re.compile(r"(^|\.)precision$|examples_per_second$|^started$|^step$")

@@ -35,13 +35,11 @@ from tensorboard.plugins.hparams import summary as hparams_summary
 
 from mnist_lab.core.backend import keras, tf
 from mnist_lab.core.errors import UserError
-from mnist_lab.rundir.records import LOCATION_KEYS
 from mnist_lab.rundir.results import EvalRecord, SplitResult
+from mnist_lab.show.hparams import hparams_of, machine_hparams
 from mnist_lab.show.render import GRID_IMAGES, render_confusion, render_grid
 
 TEMPLATE_UNITS = 32
-
-HParamValue = bool | int | float | str
 
 
 class RunSummaries:
@@ -51,11 +49,14 @@ class RunSummaries:
     clock as the loop's own cost), then ``end``.
     """
 
-    def __init__(self, log_dir: Path, model: keras.Model, cfg: Any, data: Any) -> None:
+    def __init__(
+        self, log_dir: Path, model: keras.Model, cfg: Any, data: Any, machine: dict[str, Any]
+    ) -> None:
         self.log_dir = Path(log_dir)
         self.model = model
         self.cfg = cfg
         self.data = data
+        self.machine = machine  # where it runs: beside the config, in the text and HParams
         self.enabled = bool(cfg.trainer.tensorboard)
         self._writers: dict[str, tf.summary.SummaryWriter] = {}
 
@@ -99,10 +100,12 @@ class RunSummaries:
         with self._writer("").as_default(step=step):
             # The run's own folder as the trial id: sessions of different runs never merge,
             # even when their logged hyperparameters are equal.
-            hp.hparams(hparams_of(self.cfg, self.model), trial_id=str(self.log_dir.parent))
+            hparams = {**hparams_of(self.cfg, self.model), **machine_hparams(self.machine)}
+            hp.hparams(hparams, trial_id=str(self.log_dir.parent))
             tf.summary.graph(forward_graph(self.model))
             tf.summary.text("model/summary", code_block(model_summary(self.model)))
             tf.summary.text("config", code_block(OmegaConf.to_yaml(self.cfg, resolve=True)))
+            tf.summary.text("machine", code_block(OmegaConf.to_yaml(self.machine)))
             # The initial weights; this also pays TensorFlow's first-use costs before training.
             self._write_histograms()
         images, labels = inputs[0][:GRID_IMAGES], inputs[1][:GRID_IMAGES]
@@ -223,46 +226,6 @@ def op_error_text(ex: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- what is written
-
-
-def hparams_of(cfg: Any, model: keras.Model) -> dict[str, HParamValue]:
-    """The run's hyperparameters, named by their override keys, for the HParams dashboard:
-    every leaf of model, optimizer and data (a sweep over any of them must show), the
-    trainer's batch size and steps, the seed and the parameter count."""
-    t = cfg.trainer
-    values: dict[str, HParamValue] = {
-        "model": cfg.model.name,
-        "optimizer": cfg.optimizer.name,
-        "data": cfg.data.name,
-        "optimizer.schedule": cfg.optimizer.schedule.name,
-        "trainer.batch_size": int(t.batch_size),
-        "trainer.steps": int(t.steps),
-        "seed": int(cfg.seed),
-        "model.params": int(model.count_params()),
-    }
-    for group in ("model", "optimizer", "data"):
-        tree = OmegaConf.to_container(cfg[group], resolve=True)
-        for key, value in _leaves(tree, group):
-            if not key.endswith(".name") and key not in LOCATION_KEYS:
-                values[key] = _hparam_value(value)
-    return values
-
-
-def _leaves(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _leaves(value, f"{prefix}.{key}")
-    else:
-        yield prefix, node
-
-
-def _hparam_value(value: Any) -> HParamValue:
-    # HParams take scalars only: a list such as hidden_units becomes "128,32".
-    if isinstance(value, bool | int | float | str):
-        return value
-    if value is None:
-        return "none"
-    return ",".join(str(v) for v in value)
 
 
 def write_histogram(tag: str, values: tf.Tensor, buckets: int = 30) -> None:

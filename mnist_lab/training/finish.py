@@ -71,6 +71,7 @@ def finish(
         "wall_seconds": wall_seconds,
         "resumed_from_step": training.get("resumed_from_step", cfg.trainer.steps),
         "stop": training["stop"],
+        "machine": training["machine"],
         "started": started_at,
         "overrides": overrides,
         "data": {"name": data.name, "location": data.location, "fingerprint": data.fingerprint},

@@ -24,6 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from mnist_lab.core import machine
 from mnist_lab.core.backend import configure_tensorflow, keras  # first: imports TensorFlow quietly
 from mnist_lab.core.errors import DivergedError, UserError
 from mnist_lab.data import Dataset, load_dataset
@@ -102,6 +103,7 @@ def _run(
     run_record.start(run_dir, cfg, overrides, data, started_at)
 
     configure_tensorflow(cfg)
+    here = machine.describe(keras.mixed_precision.global_policy().name)
     model = build_compiled_model(cfg)
     log.info("model: %s, %s parameters", model.name, f"{model.count_params():,}")
     rules = StoppingRules(t)
@@ -116,13 +118,14 @@ def _run(
     if not rules.enabled:  # no stopping state in the checkpoint: the best one says its value
         rules.best_value = checkpoints.recorded_best()
     evaluator = Evaluator(model, t.eval_batch_size)
-    summaries = RunSummaries(run_dir / layout.TENSORBOARD, model, cfg, data)
+    summaries = RunSummaries(run_dir / layout.TENSORBOARD, model, cfg, data, machine=here)
 
     late_signal = None
     if start_step < t.steps and rules.stopped is None:
         training = _fit(
             cfg, model, data, evaluator, summaries, checkpoints, rules, start_step, pruner, started
         )
+        training["machine"] = here  # where the training ran: its figures are this machine's
         stopped, late_signal = training.pop("stopped"), training.pop("late_signal")
         if stopped is not None:
             step, why = stopped
@@ -142,6 +145,7 @@ def _run(
         training = run_record.recorded_training(
             run_dir, rules.stop_step if rules.stopped else t.steps
         )
+    training.setdefault("machine", here)  # trained before machines were recorded: this one
     training["stop"] = rules.record(training["step"], t.batch_size)
     if rules.reported_step(training["step"]) != training["step"]:
         _restore_best(model, checkpoints, rules)
