@@ -102,6 +102,18 @@ def test_the_target_stops_at_the_first_evaluation_reaching_it_with_its_times() -
     assert rules.record(20, 32)["best_step"] == 20
 
 
+def test_a_target_stop_reports_the_weights_that_reached_it_even_with_restore_best() -> None:
+    rules = rules_for(
+        "trainer.target_precision=0.9",
+        "trainer.early_stopping.patience=5",
+        "trainer.early_stopping.min_delta=0.1",
+    )
+    rules.observe(evaluation(10, 85), 1.0, 1.0, final=False)
+    assert not rules.observe(evaluation(20, 91), 2.0, 2.0, final=False).improved  # +0.06
+    assert rules.stopped == "target" and rules.best_step == 10
+    assert rules.record(20, 32)["best_step"] == 20
+
+
 def test_at_the_last_step_nothing_stops_early_but_the_target_is_recorded() -> None:
     rules = rules_for("trainer.target_precision=0.9", "trainer.early_stopping.patience=1")
     rules.observe(evaluation(10, 85), 1.0, 1.0, final=False)

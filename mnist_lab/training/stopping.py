@@ -102,9 +102,12 @@ class StoppingRules:
     # ------------------------------------------------------------ the record
 
     def reported_step(self, last_step: int) -> int:
-        """The step whose weights the run reports: the best evaluation's with restore_best,
-        else the last step trained."""
-        return self.best_step if self.restore_best and self.best_step else last_step
+        """The step whose weights the run reports: the last step trained, or with restore_best
+        the best evaluation's. A target's stop reports the weights that reached the target
+        (with a min_delta, the best by the rule could be an earlier, lower one)."""
+        if self.stopped == TARGET or not (self.restore_best and self.best_step):
+            return last_step
+        return self.best_step
 
     def record(self, last_step: int, batch_size: int) -> dict[str, Any]:
         """``metrics.json``'s ``stop`` object."""
