@@ -32,7 +32,7 @@ def report(study: Study, definition: Definition) -> None:
     lines = [
         f"search: study {settings.name!r}, {len(trials)} trials ("
         + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
-        + f"); {settings.storage_spec}"
+        + f"); {settings.shown_storage}"
     ]
     best = _best(study, definition, finished)
     if best["trial"] is None:
@@ -69,7 +69,7 @@ def _best(
     settings = study.settings
     best: dict[str, Any] = {
         "study": settings.name,
-        "storage": settings.storage_spec,
+        "storage": settings.shown_storage,
         "optimized_metric": definition.metric,
         "direction": definition.direction,
         "trial": None,

@@ -28,6 +28,15 @@ class Settings:
     pruner: dict[str, Any]  # {"name": ..., <its settings>}: what the jobs read (job_side)
     params: dict[str, Any] | None  # hydra.sweeper.params, the space's part in the config
 
+    @property
+    def shown_storage(self) -> str:
+        """The storage as printed and recorded: a database URL without its password."""
+        return (
+            job_side.shown(self.storage_spec)
+            if job_side.is_url(self.storage_spec)
+            else (self.storage_spec)
+        )
+
     @classmethod
     def of(cls, config: DictConfig) -> Settings:
         """``config.hydra.sweeper``, checked: a bad value is a UserError naming its key."""

@@ -39,10 +39,11 @@ class Study:
     def ours(self, trial: optuna.trial.FrozenTrial) -> bool:
         """Whether ``trial`` is one of this sweep folder's: a study in a shared storage has
         trials of other sweep folders (other machines)."""
-        return self.settings.own_storage or trial.user_attrs.get(SWEEP_DIR_ATTR) in (
-            None,
-            str(self.settings.sweep_dir),
-        )
+        recorded = trial.user_attrs.get(SWEEP_DIR_ATTR)
+        if self.settings.own_storage:
+            return True
+        # In a shared study a trial not yet marked is another machine's, just asked.
+        return recorded == str(self.settings.sweep_dir)
 
     def fail(self, number: int, error: str) -> None:
         """Trial ``number`` failed with ``error``: recorded with it, for the summary."""
@@ -113,8 +114,16 @@ def _check_same_search(study: Study, definition: Definition) -> None:
     if "space" not in recorded:
         if study.optuna_study.get_trials(deepcopy=False):
             raise UserError(
-                f"the study {settings.name!r} in {settings.storage_spec} was not started by "
+                f"the study {settings.name!r} in {settings.shown_storage} was not started by "
                 "mnist-lab: choose another hydra.sweeper.study_name or hydra.sweep.dir"
+            )
+        direction = study.optuna_study.direction
+        if direction != optuna.study.StudyDirection[settings.direction.upper()]:
+            # An empty study made elsewhere (optuna create-study): its direction is fixed.
+            raise UserError(
+                f"hydra.sweeper.direction={settings.direction!r} is not valid: the study "
+                f"{settings.name!r} in {settings.shown_storage} is to "
+                f"{direction.name.lower()}; use that direction or another study_name"
             )
         # "space" marks a defined search: written last, so a kill between these writes leaves
         # a study that the next run defines again rather than one it refuses.
@@ -126,7 +135,7 @@ def _check_same_search(study: Study, definition: Definition) -> None:
         where = (
             str(settings.sweep_dir)
             if settings.own_storage
-            else f"the study {settings.name!r} in {settings.storage_spec}"
+            else f"the study {settings.name!r} in {settings.shown_storage}"
         )
         raise UserError(
             f"{where} holds another search: {difference}; run the same search to resume it "

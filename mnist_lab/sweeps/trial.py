@@ -60,15 +60,41 @@ def open_storage(storage: str) -> optuna.storages.BaseStorage:
     from optuna.storages.journal import JournalFileBackend
 
     if is_url(storage):
-        try:
-            return optuna.storages.RDBStorage(storage)
-        except Exception as ex:  # SQLAlchemy's errors: a bad URL, a missing driver, no server
-            raise UserError(f"cannot open the study storage {storage}: {_first_line(ex)}") from ex
+        return _open_database(storage)
     try:
         Path(storage).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(storage))
     except (OSError, ValueError) as ex:
         raise UserError(f"cannot open the study journal {storage}: {_first_line(ex)}") from ex
+
+
+def _open_database(url: str) -> optuna.storages.BaseStorage:
+    import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    # Two machines starting on a new database create its tables at the same moment: the one
+    # that loses finds them made when it tries again.
+    for _ in range(2):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError):
+            continue
+        except Exception:
+            break
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as ex:  # SQLAlchemy's errors: a bad URL, a missing driver, no server
+        raise UserError(f"cannot open the study storage {shown(url)}: {_first_line(ex)}") from ex
+
+
+def shown(url: str) -> str:
+    """``url`` as an error line shows it: without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not even a URL: nothing to hide
+        return url
 
 
 def make_pruner(settings: dict[str, Any]) -> optuna.pruners.BasePruner:
