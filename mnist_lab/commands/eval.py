@@ -89,8 +89,9 @@ def evaluate(target: Target, splits: list[str], output: Path) -> dict:
     from mnist_lab.core.backend import configure_tensorflow  # TensorFlow: only once args are good
     from mnist_lab.data import load_dataset
     from mnist_lab.rundir.checkpoints import latest_checkpoint, restore_model
+    from mnist_lab.show.classes import print_per_class
     from mnist_lab.show.report import print_report
-    from mnist_lab.training.evaluation import Evaluator
+    from mnist_lab.training.evaluation import Evaluator, per_class
     from mnist_lab.training.models import build_compiled_model
 
     checkpoint = latest_checkpoint(target.checkpoint)
@@ -100,14 +101,21 @@ def evaluate(target: Target, splits: list[str], output: Path) -> dict:
     model = build_compiled_model(cfg)
     step = restore_model(model, checkpoint)
     evaluator = Evaluator(model, cfg.trainer.eval_batch_size)
-    results = {name: evaluator.evaluate(getattr(data, name)) for name in splits}
+    predictions = {name: evaluator.run(getattr(data, name)) for name in splits}
+    results = {name: p.result for name, p in predictions.items()}
+    classes = {
+        name: per_class(getattr(data, name).labels, p.classes, len(data.class_names))
+        for name, p in predictions.items()
+    }
     name = Path(checkpoint).name
     name = f"{BEST}/{name}" if Path(checkpoint).parent.name == BEST else name
     print_report(results, title=f"{model.name} on {data.name}, step {step} ({name})")
+    print_per_class(classes, data.class_names)
     report = {
         "checkpoint": str(Path(checkpoint).resolve()),
         "step": step,
         **{name: r.as_dict() for name, r in results.items()},
+        "per_class": classes,
     }
     records.write_json(output, report)
     print(f"results: {output}")

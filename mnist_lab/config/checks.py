@@ -110,6 +110,8 @@ def _check_trainer(t: DictConfig) -> None:
         )
     _int("trainer.intra_op_threads", t.intra_op_threads, 0, MAX_THREADS)
     _int("trainer.inter_op_threads", t.inter_op_threads, 0, MAX_THREADS)
+    # At most the whole validation split is shown: a larger size than any split is a mistake.
+    _int("trainer.embeddings_size", t.embeddings_size, 1, MNIST_TRAIN_FILE_SIZE - 1)
 
 
 def _check_stopping(t: DictConfig, d: DictConfig) -> None:

@@ -182,6 +182,9 @@ class TrainerConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     # Stop once validation precision reaches this; null: never.
     target_precision: float | None = MISSING
+    # The embedding projector at the end of a run, of at most embeddings_size validation images.
+    embeddings: bool = MISSING
+    embeddings_size: int = MISSING
 
 
 # ---------------------------------------------------------------- root

@@ -121,7 +121,24 @@ def diff(a: str | Path, b: str | Path) -> Diff:
         left, right = first.get(key), second.get(key)
         delta = right - left if is_number(left) and is_number(right) else None
         metrics.append((key, left, right, delta))
-    return Diff(first, second, config, metrics)
+    return Diff(first, second, config, metrics + per_class_rows(first, second))
+
+
+def per_class_rows(a: Run, b: Run) -> list[tuple[str, Any, Any, Any]]:
+    """``per_class.<split>.<class>.<precision|recall>`` of two runs that both have them (runs
+    made before metrics.json had ``per_class`` have none)."""
+    rows = []
+    for split in ("validation", "test"):
+        left, right = (records.metric(run.metrics, f"per_class.{split}") for run in (a, b))
+        if not isinstance(left, dict) or not isinstance(right, dict):
+            continue
+        classes = min(len(left.get("recall") or []), len(right.get("recall") or []))
+        for index in range(classes):
+            for name in ("precision", "recall"):
+                x, y = left[name][index], right[name][index]
+                delta = y - x if is_number(x) and is_number(y) else None
+                rows.append((f"per_class.{split}.{index}.{name}", x, y, delta))
+    return rows
 
 
 def best(entries: Sequence[Run]) -> Run | None:

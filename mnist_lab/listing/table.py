@@ -46,11 +46,12 @@ def value(config_value: Any) -> str:
 
 
 def metric(key: str, number: Any, signed: bool = False) -> str:
-    """A metric by its kind: precisions and losses to 4 places, throughput whole, seconds."""
+    """A metric by its kind: precisions, recalls and losses to 4 places, throughput whole,
+    seconds."""
     if number is None or isinstance(number, bool) or not isinstance(number, (int, float)):
         return "-" if number is None else str(number)
     sign = "+" if signed else ""
-    if key.endswith(("precision", "loss")):
+    if key.endswith(("precision", "recall", "loss")):
         return format(number, f"{sign}.4f")
     if key.endswith("examples_per_second"):
         return format(number, f"{sign},.0f")

@@ -111,6 +111,10 @@ KEYS_ADDED_LATER: dict[str, Any] = {
     "trainer.early_stopping.min_delta": 0.0,
     "trainer.early_stopping.restore_best": True,
     "trainer.target_precision": None,
+    # Outputs only, today's defaults: an older finished run is reused as it is, and one it
+    # left unfinished gains its projector when today's code completes it.
+    "trainer.embeddings": True,
+    "trainer.embeddings_size": 5000,
 }
 
 

@@ -12,7 +12,9 @@ One TensorBoard run per folder, so that ``tensorboard --logdir <sweep>`` lists e
     ``loss`` and ``precision`` at each evaluation, under the same tags so the curves overlay.
     train/ also has ``learning_rate``, ``examples_per_second`` and the ``inputs`` image (the
     first training batch, augmented when augmentation is on);
-    validation/ the ``misclassified`` and ``confusion_matrix`` images, at the end.
+    validation/ the ``misclassified`` and ``confusion_matrix`` images and a PR curve for
+    each class, ``class/<i>/pr_curves``, at the end; and the embedding projector's files
+    (``projector.py``).
 
 Nothing is written inside the compiled training step: scalars and histograms are written at
 evaluation points only, a few milliseconds each, timed by the loop's step clock.
@@ -32,6 +34,7 @@ from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import summary as hparams_summary
+from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
 from mnist_lab.core.backend import keras, tf
 from mnist_lab.core.errors import UserError
@@ -84,9 +87,10 @@ class RunSummaries:
         results: dict[str, SplitResult],
         validation_predicted: np.ndarray,
         stop: dict[str, Any],
+        validation_probabilities: np.ndarray,
     ) -> None:
         with self._writing():
-            self._end(results, validation_predicted, stop)
+            self._end(results, validation_predicted, stop, validation_probabilities)
 
     def _start(self, step: int, inputs: tuple[np.ndarray, np.ndarray]) -> None:
         """What is known before training: hyperparameters, graph, texts, the first inputs.
@@ -152,8 +156,9 @@ class RunSummaries:
         results: dict[str, SplitResult],
         validation_predicted: np.ndarray,
         stop: dict[str, Any],
+        validation_probabilities: np.ndarray,
     ) -> None:
-        """The final figures, and images of the validation split's predicted classes."""
+        """The final figures; images and PR curves of the validation split's predictions."""
         if not self.enabled:
             return
         step = int(stop["step"])  # where training ended: the curves end there too
@@ -178,6 +183,9 @@ class RunSummaries:
         if len(self.data.validation):
             with self._writer("validation").as_default(step=step):
                 self._write_validation_images(validation_predicted)
+                write_pr_curves(
+                    self.data.validation.labels, validation_probabilities, self.data.class_names
+                )
         self.close()
 
     def close(self) -> None:
@@ -188,7 +196,9 @@ class RunSummaries:
     def _write_validation_images(self, predicted: np.ndarray) -> None:
         validation, names = self.data.validation, self.data.class_names
         wrong = np.flatnonzero(predicted != validation.labels)[:GRID_IMAGES]
-        titles = [f"{names[predicted[i]]}/{names[validation.labels[i]]}" for i in wrong]
+        titles = [
+            misclassified_title(names[predicted[i]], names[validation.labels[i]]) for i in wrong
+        ]
         tf.summary.image(
             "misclassified",
             render_grid(validation.images[wrong], titles),
@@ -226,6 +236,27 @@ def op_error_text(ex: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- what is written
+
+
+def misclassified_title(predicted: str, true: str) -> str:
+    """``7/1``; names longer than digits on two lines, ``Shirt/`` over ``T-shirt/top``."""
+    return f"{predicted}/{true}" if len(predicted) + len(true) <= 4 else f"{predicted}/\n{true}"
+
+
+def write_pr_curves(labels: np.ndarray, probabilities: np.ndarray, names: tuple[str, ...]) -> None:
+    """One precision-recall curve a class, ``class/<i>/pr_curves``: each threshold on its
+    predicted probability, as one class against the others."""
+    step = tf.summary.experimental.get_step()
+    for index, name in enumerate(names):
+        summary = pr_curve_summary.pb(
+            f"class/{index}",  # one section of the PR Curves tab, a card a class
+            labels == index,
+            probabilities[:, index],
+            display_name=f"{index}: {name}" if name != str(index) else name,
+            description=f"Validation precision against recall of class {name}, one point per "
+            "threshold on its predicted probability.",
+        )
+        tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
 
 
 def write_histogram(tag: str, values: tf.Tensor, buckets: int = 30) -> None:

@@ -87,3 +87,17 @@ class Evaluator:
 
     def evaluate(self, split: Split) -> SplitResult:
         return self.run(split).result
+
+
+def per_class(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> dict[str, list]:
+    """Each class's precision (the share of the examples predicted as it that are it), recall
+    (the share of its examples predicted as it) and support (its examples); a precision or
+    recall is null where there is nothing to divide by."""
+    counts = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(counts, (np.asarray(labels, np.int64), np.asarray(predicted, np.int64)), 1)
+    hits, support, chosen = np.diag(counts), counts.sum(axis=1), counts.sum(axis=0)
+    return {
+        "precision": [int(h) / int(n) if n else None for h, n in zip(hits, chosen, strict=True)],
+        "recall": [int(h) / int(n) if n else None for h, n in zip(hits, support, strict=True)],
+        "support": [int(n) for n in support],
+    }

@@ -18,7 +18,7 @@ from mnist_lab.rundir import layout, records, resume
 from mnist_lab.rundir.results import SplitResult
 from mnist_lab.show.report import print_report
 from mnist_lab.show.summaries import RunSummaries
-from mnist_lab.training.evaluation import Evaluator
+from mnist_lab.training.evaluation import Evaluator, per_class
 from mnist_lab.training.models import export_model
 
 log = logging.getLogger("mnist_lab.training.loop")
@@ -59,12 +59,16 @@ def finish(
     wall_seconds = time.perf_counter() - started
     results = {split: predictions.result for split, predictions in evaluated.items()}
 
-    summaries.end(results, evaluated["validation"].classes, training["stop"])
+    validation = evaluated["validation"]
+    summaries.end(results, validation.classes, training["stop"], validation.probabilities)
+    if cfg.trainer.tensorboard and cfg.trainer.embeddings and len(data.validation):
+        _write_projector(cfg, run_dir, model, data, validation.classes, training["stop"])
     export_model(model, run_dir / layout.MODEL)
     _write_predictions(run_dir / layout.PREDICTIONS, data, evaluated)
     metrics = {
         "step": training["step"],
         **{name: r.as_dict() for name, r in results.items()},
+        "per_class": _per_class(data, evaluated),
         "train_examples_per_second": training.get("train_examples_per_second"),
         "loop_examples_per_second": training.get("loop_examples_per_second"),
         "final_evaluation_seconds": final_evaluation_seconds,
@@ -85,6 +89,42 @@ def finish(
     if cfg.trainer.tensorboard:
         log.info("%s", resume.tensorboard_command(run_dir / layout.TENSORBOARD))
     return metrics
+
+
+def _per_class(data: Dataset, evaluated: dict[str, Any]) -> dict[str, Any]:
+    """Each class's precision, recall and support on the splits that are not for training."""
+    return {
+        split: per_class(
+            getattr(data, split).labels, evaluated[split].classes, len(data.class_names)
+        )
+        for split in ("validation", "test")
+    }
+
+
+def _write_projector(
+    cfg: DictConfig,
+    run_dir: Path,
+    model: keras.Model,
+    data: Dataset,
+    predicted: Any,
+    stop: dict[str, Any],
+) -> None:
+    """The embedding projector of the first validation images, once, at the end."""
+    from mnist_lab.show.projector import write_projector  # only for the runs that have it
+
+    n = min(cfg.trainer.embeddings_size, len(data.validation))
+    validation = data.validation
+    folder = write_projector(
+        run_dir / layout.TENSORBOARD,
+        model,
+        validation.images[:n],
+        validation.labels[:n],
+        predicted[:n],
+        data.class_names,
+        step=int(stop["best_step"]),  # whose weights these are
+        batch_size=cfg.trainer.eval_batch_size,
+    )
+    log.info("projector: %d validation images in %s", n, folder)
 
 
 def _write_predictions(path: Path, data: Dataset, evaluated: dict[str, Any]) -> None:
