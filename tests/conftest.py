@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +112,7 @@ def latest_step(run_dir: Path) -> int | None:
 
 
 def wait_for_checkpoint(
-    process: subprocess.Popen, run_dir: Path, at_least: int, timeout: float = 180
+    process: subprocess.Popen, run_dir: Path, at_least: int, timeout: float = 300
 ) -> None:
     """Return once ``run_dir`` has checkpointed step ``at_least`` or later."""
     deadline = time.monotonic() + timeout
@@ -117,6 +120,35 @@ def wait_for_checkpoint(
         assert process.poll() is None, process.communicate()[0]
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.01)
+
+
+def shared_folder(
+    factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]
+) -> Path:
+    """A folder that ``build`` fills once per test session, however many pytest-xdist workers
+    ask for it: the first builds it, the others wait for it. Read-only: copy it to change it."""
+    base = factory.getbasetemp()
+    # Every worker's base is <the session's base>/popen-gwN: the session's base is common.
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, built = root / f"shared-{name}", root / f"shared-{name}.built"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if not built.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a build that failed left
+            folder.mkdir()
+            build(folder)
+            built.touch()
+    return folder
+
+
+def shared_run(factory: pytest.TempPathFactory, name: str, args: list[str]) -> Path:
+    """The run folder of ``mnist-lab args``, trained once per session (see shared_folder)."""
+
+    def build(folder: Path) -> None:
+        result = run_cli([*args, f"hydra.run.dir={folder / 'run'}"], cwd=folder)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    return shared_folder(factory, name, build) / "run"
 
 
 def free_port() -> int:
@@ -148,10 +180,7 @@ RESUMABLE = [
 @pytest.fixture(scope="session")
 def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted RESUMABLE run: what every resumed run must reproduce (read-only)."""
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    result = run_cli([*RESUMABLE, f"hydra.run.dir={run_dir}"], cwd=run_dir.parent)
-    assert result.returncode == 0, result.stderr
-    return run_dir
+    return shared_run(tmp_path_factory, "reference", RESUMABLE)
 
 
 # A small MLP run through the real CLI: what eval, predict, listing and the API tests read.
@@ -169,7 +198,27 @@ TRAINED = [
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run folder (treat it as read-only: copy it to change it)."""
-    run_dir = tmp_path_factory.mktemp("trained") / "run"
-    result = run_cli([*TRAINED, f"hydra.run.dir={run_dir}"], cwd=run_dir.parent)
-    assert result.returncode == 0, result.stderr
-    return run_dir
+    return shared_run(tmp_path_factory, "trained", TRAINED)
+
+
+# How `make test` shares the tests out (pytest-xdist, --dist loadscope): a module's tests run on
+# one worker, in order, so that the module's fixtures are made once -- a sweep, a tree of runs
+# with a live process holding one, a SLURM cluster, a PostgreSQL server. The modules below are
+# the exception, spread test by test over the workers: the longest ones, whose tests share only
+# session fixtures or shared_folder's folders.
+SPREAD = {"test_faults.py", "test_loop.py", "test_resume.py", "test_stopping.py",
+          "test_eval_predict.py"}  # fmt: skip
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: plain pytest runs without it
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadscope":
+        return None  # pytest-xdist's own
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduler(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return nodeid if Path(module).name in SPREAD else module
+
+    return Scheduler(config, log)

@@ -42,8 +42,8 @@ def install(point: str) -> None:
     import mnist_lab.training.loop as loop
     from mnist_lab.rundir import records, run_record
     from mnist_lab.training import finish
-    from mnist_lab.training.stopping import StoppingRules
     from mnist_lab.training.clock import StepClock
+    from mnist_lab.training.stopping import StoppingRules
 
     def always(*args: Any, **kwargs: Any) -> bool:
         return True

@@ -220,7 +220,7 @@ def test_ctrl_c_then_resume_ends_exactly_as_an_uninterrupted_run(
     process = start_cli([*AUGMENTED, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     wait_for_checkpoint(process, run_dir, at_least=10)
     process.send_signal(signal.SIGINT)
-    output = process.communicate(timeout=120)[0]
+    output = process.communicate(timeout=300)[0]
     assert process.returncode == 130, output
     found = re.search(r"stopped at step (\d+)", output)
     assert found, output

@@ -25,6 +25,7 @@ def run_dir(trained_run: Path) -> Path:
 
 
 def test_eval_reproduces_metrics_json_exactly(run_dir: Path, tmp_path: Path) -> None:
+    run_dir = shutil.copytree(run_dir, tmp_path / "run")  # eval writes eval.json into it
     result = run_tool("mnist-lab-eval", [str(run_dir)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "precision@1" in result.stdout and "ckpt-60" in result.stdout
@@ -39,7 +40,8 @@ def test_eval_best_one_split_to_a_file(run_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "best.json"
     eval_command.main([str(run_dir), "--best", "--split", "validation", "--output", str(output)])
     report = json.loads(output.read_text())
-    assert set(report) == {"checkpoint", "step", "validation"}
+    assert set(report) == {"checkpoint", "step", "validation", "per_class"}
+    assert set(report["per_class"]) == {"validation"}
     assert "/best/" in report["checkpoint"]
     # The precision recorded with the best checkpoint, reproduced; no worse than the final one.
     recorded = tf.train.load_variable(report["checkpoint"], "precision/.ATTRIBUTES/VARIABLE_VALUE")

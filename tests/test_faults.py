@@ -33,6 +33,7 @@ from tests.conftest import (
     read_json,
     run_cli,
     run_tool,
+    shared_folder,
     start_cli,
     wait_for_checkpoint,
 )
@@ -136,7 +137,7 @@ def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path: Path) -> N
         wait_for_checkpoint(again, run_dir, at_least=(stopped or 0) + 20)
     finally:
         again.send_signal(signal.SIGINT)
-        output = again.communicate(timeout=120)[0]
+        output = again.communicate(timeout=300)[0]
     assert again.returncode == 130, output
     assert f"resuming from {run_dir / 'checkpoints'}/ckpt-{stopped} at step {stopped}" in output
 
@@ -261,7 +262,7 @@ def test_a_sweep_interrupted_prints_the_sweeps_own_command(tmp_path: Path) -> No
     process = start_cli(["-m", *quoted], cwd=tmp_path)
     wait_for_checkpoint(process, sweep_dir / "0", at_least=20)
     process.send_signal(signal.SIGINT)
-    output = process.communicate(timeout=120)[0]
+    output = process.communicate(timeout=300)[0]
     assert process.returncode == 130, output
     line = next(x for x in output.splitlines() if x.startswith("to resume the sweep: "))
     command = line.removeprefix("to resume the sweep: ")
@@ -369,12 +370,24 @@ def test_a_sweep_rerun_on_other_data_stops_and_writes_nothing(tmp_path: Path) ->
     assert after.keys() == before.keys() and after["metrics.json"] == before["metrics.json"]
 
 
-def test_a_rerun_into_a_larger_sweeps_folder_is_refused(tmp_path: Path) -> None:
-    sweep_dir = tmp_path / "sweep"
-    small = ["-m", "data=fake", "model=softmax", "trainer.steps=10", "trainer.eval_every=10"]
-    first = run_cli([*small, "seed=0,1", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-2000:]
-    again = run_cli([*small, "seed=0", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
+SMALL_SWEEP = ["-m", "data=fake", "model=softmax", "trainer.steps=10", "trainer.eval_every=10"]
+
+
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SMALL_SWEEP with seed=0,1, finished (read-only: copy it to run into it again)."""
+
+    def build(folder: Path) -> None:
+        sweep_dir = folder / "sweep"
+        first = run_cli([*SMALL_SWEEP, "seed=0,1", f"hydra.sweep.dir={sweep_dir}"], cwd=folder)
+        assert first.returncode == 0, first.stderr[-2000:]
+
+    return shared_folder(tmp_path_factory, "small-sweep", build) / "sweep"
+
+
+def test_a_rerun_into_a_larger_sweeps_folder_is_refused(tmp_path: Path, small_sweep: Path) -> None:
+    sweep_dir = shutil.copytree(small_sweep, tmp_path / "sweep")
+    again = run_cli([*SMALL_SWEEP, "seed=0", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
     assert_one_error_line(again, f"{sweep_dir / '1'} holds a job that this sweep does not have")
 
 
@@ -500,15 +513,13 @@ def test_a_run_folder_full_of_other_files_is_refused(tmp_path: Path, where: str)
 
 
 def test_a_sweep_rerun_spelling_the_same_configs_otherwise_reuses_every_job(
-    tmp_path: Path,
+    tmp_path: Path, small_sweep: Path
 ) -> None:
-    sweep_dir = tmp_path / "sweep"
-    small = ["-m", "data=fake", "model=softmax", "trainer.steps=10", "trainer.eval_every=10"]
-    first = run_cli([*small, "seed=0,1", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-2000:]
+    sweep_dir = shutil.copytree(small_sweep, tmp_path / "sweep")
     # optimizer.lr=0.001 is Adam's default: the same two configs, other overrides.
     again = run_cli(
-        [*small, "seed=0,1", "optimizer.lr=0.001", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path
+        [*SMALL_SWEEP, "seed=0,1", "optimizer.lr=0.001", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path,
     )
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     counts = json.loads((sweep_dir / "summary.json").read_text())["counts"]

@@ -89,7 +89,7 @@ def test_a_signal_saves_prints_the_resume_command_and_exits(
     run_dir = tmp_path / "a run ü"  # the printed command must survive spaces and non-ASCII
     process = start(run_dir, at_least=10)
     process.send_signal(sig)
-    output = process.communicate(timeout=120)[0]
+    output = process.communicate(timeout=300)[0]
     assert process.returncode == status, output
     stopped_at = int(re.search(r"stopped at step (\d+)", output).group(1))
     assert latest_step(run_dir) == stopped_at  # saved at the step it stopped, not the last 10

@@ -9,6 +9,7 @@ every point around the stop decision.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from tests.conftest import (
     read_json,
     run_cli,
     run_tool,
+    shared_folder,
 )
 
 RUNNER = Path(__file__).resolve().parent / "fault_runner.py"
@@ -160,11 +162,24 @@ def scalars(run_dir: Path, run: str, tag: str) -> dict[int, float]:
 
 @pytest.fixture(scope="module")
 def early_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("early") / "run"
-    result = run_cli([*EARLY, f"hydra.run.dir={run_dir}"], cwd=run_dir.parent)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "early stopping at step 120" in result.stdout + result.stderr
-    return run_dir
+    """The EARLY run, finished (read-only: copy it to change it)."""
+
+    def build(folder: Path) -> None:
+        result = run_cli([*EARLY, f"hydra.run.dir={folder / 'run'}"], cwd=folder)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "early stopping at step 120" in result.stdout + result.stderr
+
+    return shared_folder(tmp_path_factory, "early", build) / "run"
+
+
+@pytest.fixture(scope="module")
+def killed_mid_step(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The EARLY run killed with SIGKILL mid-step (read-only: copy it to resume it)."""
+
+    def build(folder: Path) -> None:
+        killed_at("mid-step", EARLY, folder / "run")
+
+    return shared_folder(tmp_path_factory, "killed", build) / "run"
 
 
 def test_early_stopping_reports_the_best_evaluations_weights(
@@ -197,12 +212,13 @@ def test_early_stopping_reports_the_best_evaluations_weights(
 def test_a_finished_early_stopped_run_is_reused_as_finished(
     early_run: Path, tmp_path: Path
 ) -> None:
-    before = (early_run / "metrics.json").read_text()
-    result = run_cli([*EARLY, f"hydra.run.dir={early_run}"], cwd=tmp_path)
+    run_dir = shutil.copytree(early_run, tmp_path / "run")
+    before = (run_dir / "metrics.json").read_text()
+    result = run_cli([*EARLY, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "already finished" in result.stdout + result.stderr
     assert "stopped: early stopping" in result.stdout and "weights of step 80" in result.stdout
-    assert (early_run / "metrics.json").read_text() == before
+    assert (run_dir / "metrics.json").read_text() == before
 
 
 def test_a_target_stops_the_run_when_validation_reaches_it(tmp_path: Path) -> None:
@@ -289,10 +305,9 @@ def test_a_killed_target_run_keeps_its_time_to_target(tmp_path: Path) -> None:
     ],
 )
 def test_changing_a_stopping_key_of_an_interrupted_run_is_refused(
-    tmp_path: Path, change: str
+    killed_mid_step: Path, tmp_path: Path, change: str
 ) -> None:
-    run_dir = tmp_path / "run"
-    killed_at("mid-step", EARLY, run_dir)
+    run_dir = shutil.copytree(killed_mid_step, tmp_path / "run")
     before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     result = run_cli([*EARLY, change, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert_one_error_line(result, change.split("=")[0])
@@ -300,10 +315,9 @@ def test_changing_a_stopping_key_of_an_interrupted_run_is_refused(
 
 
 def test_restore_best_may_change_on_resume_as_it_only_chooses_what_is_reported(
-    early_run: Path, tmp_path: Path
+    early_run: Path, killed_mid_step: Path, tmp_path: Path
 ) -> None:
-    run_dir = tmp_path / "run"
-    killed_at("mid-step", EARLY, run_dir)
+    run_dir = shutil.copytree(killed_mid_step, tmp_path / "run")
     last = "trainer.early_stopping.restore_best=false"
     result = run_cli([*EARLY, last, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
