@@ -103,7 +103,7 @@ def write_projector(
     A full disk or a vanished folder is one UserError."""
     folder = Path(log_dir) / FOLDER
     try:
-        _write(folder, model, images, labels, predicted, class_names, step, batch_size)
+        _write(folder, model, (images, labels, predicted), class_names, step, batch_size)
     except (OSError, tf.errors.OpError) as ex:
         raise UserError(
             f"cannot write the embedding projector in {folder}: {op_error_text(ex)}; "
@@ -115,13 +115,13 @@ def write_projector(
 def _write(
     folder: Path,
     model: keras.Model,
-    images: np.ndarray,
-    labels: np.ndarray,
-    predicted: np.ndarray,
+    examples: tuple[np.ndarray, np.ndarray, np.ndarray],
     class_names: tuple[str, ...],
     step: int,
     batch_size: int,
 ) -> None:
+    """The body of ``write_projector``; ``examples`` is (images, labels, predicted)."""
+    images, labels, predicted = examples
     folder.mkdir(parents=True, exist_ok=True)
     _, height, width = images.shape
     tensors = {PIXELS: images.reshape(len(images), -1).astype(np.float32) / 255}

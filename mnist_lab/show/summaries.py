@@ -82,16 +82,6 @@ class RunSummaries:
         with self._writing():
             self._write_evaluation(record, examples_per_second)
 
-    def end(
-        self,
-        results: dict[str, SplitResult],
-        validation_predicted: np.ndarray,
-        stop: dict[str, Any],
-        validation_probabilities: np.ndarray,
-    ) -> None:
-        with self._writing():
-            self._end(results, validation_predicted, stop, validation_probabilities)
-
     def _start(self, step: int, inputs: tuple[np.ndarray, np.ndarray]) -> None:
         """What is known before training: hyperparameters, graph, texts, the first inputs.
 
@@ -151,7 +141,7 @@ class RunSummaries:
         for weight in self.model.trainable_weights:
             write_histogram(weight.path, weight.value)
 
-    def _end(
+    def end(
         self,
         results: dict[str, SplitResult],
         validation_predicted: np.ndarray,
@@ -161,32 +151,33 @@ class RunSummaries:
         """The final figures; images and PR curves of the validation split's predictions."""
         if not self.enabled:
             return
-        step = int(stop["step"])  # where training ended: the curves end there too
-        with self._writer("").as_default(step=step):
-            for split, result in results.items():
-                if result.precision is not None:
-                    tf.summary.scalar(f"final/{split}_precision", result.precision)
-            write_stop(stop)
-            for name, images, titles in weight_templates(self.model, self.data.class_names):
-                # One row for the ten classes' templates, rows of eight for hidden units.
-                columns = 10 if len(images) <= 10 else 8
-                grid = render_grid(images, titles, columns=columns, diverging=True)
-                tf.summary.image(
-                    f"templates/{name}",
-                    grid,
-                    description="Each unit's input weights as an image: red weighs a pixel "
-                    "for the unit, blue against it, white ignores it.",
-                )
-            # Marks the HParams session finished; a crashed run's stays "unknown".
-            end = hparams_summary.session_end_pb(api_pb2.STATUS_SUCCESS)
-            tf.summary.experimental.write_raw_pb(end.SerializeToString(), step=step)
-        if len(self.data.validation):
-            with self._writer("validation").as_default(step=step):
-                self._write_validation_images(validation_predicted)
-                write_pr_curves(
-                    self.data.validation.labels, validation_probabilities, self.data.class_names
-                )
-        self.close()
+        with self._writing():
+            step = int(stop["step"])  # where training ended: the curves end there too
+            with self._writer("").as_default(step=step):
+                for split, result in results.items():
+                    if result.precision is not None:
+                        tf.summary.scalar(f"final/{split}_precision", result.precision)
+                write_stop(stop)
+                for name, images, titles in weight_templates(self.model, self.data.class_names):
+                    # One row for the ten classes' templates, rows of eight for hidden units.
+                    columns = 10 if len(images) <= 10 else 8
+                    grid = render_grid(images, titles, columns=columns, diverging=True)
+                    tf.summary.image(
+                        f"templates/{name}",
+                        grid,
+                        description="Each unit's input weights as an image: red weighs a pixel "
+                        "for the unit, blue against it, white ignores it.",
+                    )
+                # Marks the HParams session finished; a crashed run's stays "unknown".
+                end = hparams_summary.session_end_pb(api_pb2.STATUS_SUCCESS)
+                tf.summary.experimental.write_raw_pb(end.SerializeToString(), step=step)
+            if len(self.data.validation):
+                with self._writer("validation").as_default(step=step):
+                    self._write_validation_images(validation_predicted)
+                    write_pr_curves(
+                        self.data.validation.labels, validation_probabilities, self.data.class_names
+                    )
+            self.close()
 
     def close(self) -> None:
         for writer in self._writers.values():
