@@ -25,6 +25,21 @@ def test_cfg_job_prints_the_resolved_config(tmp_path: Path) -> None:
     assert "${" not in result.stdout  # values, not formulas
 
 
+@pytest.mark.parametrize("search", ["optuna", "optuna_cnn"])
+@pytest.mark.parametrize("shown", ["--cfg=hydra", "--cfg=job", "--cfg=all"])
+def test_every_part_of_a_search_config_prints(tmp_path: Path, search: str, shown: str) -> None:
+    """`--cfg hydra` prints Hydra's node without the job's keys, which a search's sampler seed
+    interpolates: printed as written there, resolved for the job and all."""
+    result = run_cli([f"hparams_search={search}", shown], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    if shown == "--cfg=hydra":
+        assert "sampler:" in result.stdout and "seed: ${seed}" in result.stdout
+    else:
+        assert "${" not in result.stdout
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+
+
 @pytest.mark.parametrize(
     "override, needle",
     [

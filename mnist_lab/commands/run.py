@@ -145,12 +145,17 @@ def _exit_now() -> None:
 
 def _arguments_with_resolve(argv: list[str]) -> list[str]:
     """``--cfg`` prints the config with its interpolations resolved: the values a run uses
-    (trainer.steps_per_execution's, say), not the formulas."""
-    if (
-        any(a in ("--cfg", "-c") or a.startswith("--cfg=") for a in argv)
-        and "--resolve" not in argv
-    ):
-        return [*argv, "--resolve"]
+    (trainer.steps_per_execution's, say), not the formulas. Not ``--cfg hydra``: Hydra prints
+    its node without the job's keys, and the search's ``sampler.seed: ${seed}`` names one."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--cfg="):
+            shown = arg.partition("=")[2]
+        elif arg in ("--cfg", "-c"):
+            shown = argv[i + 1] if i + 1 < len(argv) else ""
+        else:
+            continue
+        if shown != "hydra" and "--resolve" not in argv:
+            return [*argv, "--resolve"]
     return argv
 
 
