@@ -69,3 +69,44 @@ def test_bad_value_in_a_sweep_fails_before_any_job(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "optimizer.lr" in result.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    "relative, text, args, says",
+    [
+        ("experiment/mine.yaml", "", ["experiment=mine"], "holds no keys"),
+        ("experiment/mine.yaml", "null\n", ["+experiment=mine"], "holds no keys"),
+        ("experiment/mine.yaml", "# @package _global_\n", ["experiment=mine"], "holds no keys"),
+        ("experiment/mine.yaml", "- model: mlp\n", ["experiment=mine"], "holds a YAML list"),
+        ("model/mine.yaml", "", ["model=mine"], "holds no keys"),
+        ("mine.yaml", "", ["--config-name=mine"], "holds no keys"),
+        ("mine.yaml", "- a\n", ["-cn", "mine"], "holds a YAML list"),
+        ("mine.yaml", "42\n", ["--config-name", "mine"], "holds a single int"),
+    ],
+)
+def test_a_user_config_file_without_keys_is_named(
+    tmp_path: Path, relative: str, text: str, args: list[str], says: str
+) -> None:
+    """Not an error about a key the user never wrote (`model.name`, `experiment`)."""
+    path = tmp_path / "conf" / relative
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    result = run_cli(["--config-dir", str(tmp_path / "conf"), *args, "data=fake"], cwd=tmp_path)
+    assert says in assert_one_error_line(result, f"{path}: the config file")
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_an_empty_file_named_through_a_defaults_list_is_named(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    (conf / "model").mkdir()
+    (conf / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /model: empty\n"
+    )
+    (conf / "model" / "empty.yaml").write_text("")
+    result = run_cli(["-cd", str(conf), "experiment=mine", "--cfg", "job"], cwd=tmp_path)
+    assert_one_error_line(result, str(conf / "model" / "empty.yaml"))
+    (conf / "model" / "empty.yaml").write_text("defaults:\n  - mlp\n  - _self_\n")
+    assert (
+        run_cli(["-cd", str(conf), "experiment=mine", "--cfg", "job"], cwd=tmp_path).returncode == 0
+    )

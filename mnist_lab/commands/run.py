@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from hydra_plugins.mnist_lab_optuna import expose_to_hydra
 from mnist_lab.commands import hydra_callbacks
 from mnist_lab.config import register_configs, validate
+from mnist_lab.config.user_files import check_user_files
 from mnist_lab.core.console import FILE_ONLY, error_line, one_line
 from mnist_lab.core.errors import (
     EXIT_INTERRUPTED,
@@ -203,6 +204,7 @@ def main() -> None:
     logging.raiseExceptions = False
     sys.argv[1:] = _arguments_with_resolve(sys.argv[1:])
     try:
+        check_user_files(sys.argv[1:])
         run()
     except (Interrupted, KeyboardInterrupt) as ex:
         # The loop said where its checkpoint is and how to resume; a sweep says it for itself.
