@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -171,6 +172,38 @@ def test_predict_user_errors_are_one_line(run_dir: Path, tmp_path: Path) -> None
         result = run_tool("mnist-lab-predict", args, cwd=tmp_path)
         line = assert_one_error_line(result, needle)
         assert "File not found" not in line
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_predict_refuses_a_fifo_or_a_device_at_once(
+    run_dir: Path, tmp_path: Path, special: str
+) -> None:
+    """Never read until it ends: /dev/zero never does, a FIFO nobody writes blocks forever."""
+    path = Path(special) if special.startswith("/") else tmp_path / special
+    if special == "fifo":
+        os.mkfifo(path)
+    result = run_tool("mnist-lab-predict", [str(run_dir), str(path)], cwd=tmp_path, timeout=60)
+    assert_one_error_line(result, f"{path}: not a regular file")
+
+
+def test_predict_warns_that_an_image_with_nothing_on_it_means_nothing(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    blank = {
+        "white.png": Image.new("L", (28, 28), 255),
+        "transparent.png": Image.new("RGBA", (64, 40), (0, 0, 0, 0)),
+        "pixel.png": Image.new("L", (1, 1), 0),
+    }
+    for name, image in blank.items():
+        image.save(tmp_path / name)
+    digit = tmp_path / "digit.png"
+    render(fake.generate(3000, 1000).test_images[0], digit)
+    paths = [str(tmp_path / name) for name in blank] + [str(digit)]
+    result = run_tool("mnist-lab-predict", [str(run_dir), *paths], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    warned = re.findall(r"^(.*): the image is one colour all over", result.stderr, re.M)
+    assert warned == paths[:-1]  # each blank one, and not the digit
+    assert "prediction means nothing" in result.stderr
 
 
 def test_predict_without_a_model_is_one_line(tmp_path: Path) -> None:

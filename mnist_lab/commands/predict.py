@@ -18,7 +18,7 @@ from mnist_lab.commands import run_command
 from mnist_lab.core.console import console
 from mnist_lab.core.errors import UserError
 from mnist_lab.data import CLASS_NAMES, DIGITS
-from mnist_lab.data.images import FITS, load_image, preprocess
+from mnist_lab.data.images import FITS, load_image, preprocess, warn_if_blank
 from mnist_lab.rundir import records
 from mnist_lab.rundir.layout import CHECKPOINTS, MODEL
 
@@ -107,6 +107,8 @@ def predict(model_path: Path, images: list[Path], fit: str = "auto") -> np.ndarr
     """Print and return the class probabilities [n, classes] of ``images``."""
     batch = [load_image(p) for p in images]  # bad files fail before TensorFlow loads
     model, cfg = load_model(model_path)
+    for path, image in zip(images, batch, strict=True):  # once nothing can fail: no error after
+        warn_if_blank(path, image)
     fit = choose_fit(fit, cfg)
     x = np.stack([preprocess(image, fit) for image in batch])
     probabilities = softmax(np.asarray(model.predict(x, verbose=0), dtype=np.float64))

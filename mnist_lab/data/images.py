@@ -9,6 +9,7 @@ whose examples fill the frame, the image is padded square and scaled to 28x28.
 from __future__ import annotations
 
 import logging
+import stat
 import warnings
 from pathlib import Path
 
@@ -29,6 +30,7 @@ MAX_PIXELS = 100_000_000
 
 def load_image(path: Path) -> Image.Image:
     """The image in ``path``, upright; UserError for a file that is not one, or far too big."""
+    _refuse_special(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -51,6 +53,35 @@ def load_image(path: Path) -> Image.Image:
         ) from ex
     except (OSError, UnidentifiedImageError, ValueError) as ex:
         raise UserError(f"cannot read image {path}: {ex}") from ex
+
+
+def _refuse_special(path: Path) -> None:
+    """A FIFO, a device or a socket is refused before it is opened: reading one could block,
+    or never end (``/dev/zero``). A missing file is left to the reader, which says so."""
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, device or socket)"
+        raise UserError(f"cannot read image {path}: {kind}; expected an image file")
+
+
+def warn_if_blank(path: Path, image: Image.Image) -> bool:
+    """Warn when the image is one colour all over (as a viewer shows it: a fully transparent
+    image is white; one pixel is one colour): there is nothing for a model to see, whatever
+    class it answers. True when it warned."""
+    gray = to_gray(image)
+    if gray.size > 1 and float(gray.max() - gray.min()) >= 1.0:
+        return False
+    log.warning(
+        "%s: the image is one colour all over (%dx%d): there is nothing in it to classify, so "
+        "its prediction means nothing",
+        path,
+        image.width,
+        image.height,
+    )
+    return True
 
 
 def to_gray(image: Image.Image) -> np.ndarray:
