@@ -3,6 +3,7 @@ before TensorFlow."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,30 @@ def test_bad_values_name_the_key(override: str, key: str) -> None:
     with pytest.raises(UserError, match=key.replace(".", r"\.")) as info:
         validate(cfg)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, says",
+    [
+        (["data.train_limit=10", "trainer.batch_size=32"], "trainer.batch_size=32"),
+        (["data=fake", "data.train_size=600", "trainer.batch_size=101"], "the 100 examples"),
+        (["data.validation_size=59990", "trainer.batch_size=11"], "the 10 examples"),
+        (["data.validation_size=0", "optimized_metric=validation.loss"], "optimized_metric"),
+        (["hparams_search=optuna", "data.validation_size=0"], "data.validation_size is 0"),
+    ],
+)
+def test_values_that_only_fail_together_are_refused_before_a_folder(
+    tmp_path: Path, overrides: list[str], says: str
+) -> None:
+    """Before the run (or the search) writes a folder: a batch larger than the training split
+    would be refused once the data is loaded, leaving a run listed as interrupted; a search
+    would rank its trials by a validation figure none of them can have."""
+    with pytest.raises(UserError, match=re.escape(says)):
+        validate(compose_config(overrides))
+    mode = ["-m"] if overrides[0].startswith("hparams_search") else []
+    result = run_cli([*mode, *overrides, "hydra.run.dir=run", "hydra.sweep.dir=sweep"], tmp_path)
+    assert_one_error_line(result, says)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("split", ["train", "test"])

@@ -17,7 +17,7 @@ from PIL import Image
 from mnist_lab.commands import eval as eval_command
 from mnist_lab.core.backend import tf
 from mnist_lab.data import fake, images
-from tests.conftest import SPLITS, assert_one_error_line, run_tool
+from tests.conftest import SPLITS, assert_one_error_line, run_cli, run_tool
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +244,19 @@ def test_transparent_background_counts_as_white() -> None:
     rgba[10:40, 20:30] = (0, 0, 0, 255)  # an opaque black stroke
     gray = images.light_on_dark(images.to_gray(Image.fromarray(rgba, "RGBA")))
     assert gray[25, 25] == 255 and gray[0, 0] == 0
+
+
+def test_without_a_validation_split_best_says_why(tmp_path: Path) -> None:
+    """No validation split, so no best: the sweep's summary and `mnist-lab-eval --best` say that
+    this is why, not that no job finished or that the run saved no checkpoint yet."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "data=fake", "data.validation_size=0", "model=softmax", "trainer.steps=20"]
+    args += ["trainer.eval_every=10", "trainer.checkpoint_every=10", "trainer.batch_size=32"]
+    result = run_cli([*args, "trainer.tensorboard=false", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "best: none (no validation split" in result.stdout + result.stderr
+    assert (sweep / "0" / "metrics.json").is_file()
+    for target in (sweep / "0", sweep / "0" / "checkpoints"):
+        best = run_tool("mnist-lab-eval", [str(target), "--best"], cwd=tmp_path)
+        assert_one_error_line(best, "the run has no validation split (data.validation_size=0)")
+    assert run_tool("mnist-lab-eval", [str(sweep / "0")], cwd=tmp_path).returncode == 0

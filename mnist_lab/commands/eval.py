@@ -37,6 +37,8 @@ def locate(path: Path, best: bool = False) -> Target:
         return locate(path / CHECKPOINTS, best)
     if (path / STATE_FILE).is_file() or (path / BEST).is_dir():
         folder = path / BEST if best and path.name != BEST else path
+        if best and not any(folder.glob("*.index")):  # no TensorFlow yet: the files say
+            _no_best(_run_of(folder), folder)
         return Target(_run_of(folder), folder)
     if path.with_name(path.name + ".index").is_file():
         if best:
@@ -46,6 +48,19 @@ def locate(path: Path, best: bool = False) -> Target:
         f"no checkpoint at {path}: expected a run directory of mnist-lab, its checkpoints/ "
         "folder or a checkpoint such as <run>/checkpoints/ckpt-1200"
     )
+
+
+def _no_best(run_dir: Path, folder: Path) -> None:
+    """Why a run has no best checkpoint: no validation split to choose one, or none saved yet."""
+    config = records.read_run(run_dir).config or {}
+    data = config.get("data") if isinstance(config, dict) else None
+    if isinstance(data, dict) and data.get("validation_size") == 0:
+        raise UserError(
+            f"no best checkpoint in {run_dir}: the run has no validation split "
+            "(data.validation_size=0), and the best is chosen on it; evaluate its last "
+            "checkpoint without --best"
+        )
+    raise UserError(f"no checkpoint in {folder}: the run saved none yet")
 
 
 def _run_of(folder: Path) -> Path:

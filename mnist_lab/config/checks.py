@@ -82,6 +82,7 @@ def validate(cfg: DictConfig) -> None:
     _check_model(cfg.model)
     _check_data(cfg.data)
     _check_stopping(cfg.trainer, cfg.data)
+    _check_batch_fits(cfg.trainer, cfg.data)
     _int("seed", cfg.seed, 0, 2**32 - 1)
     if cfg.optimized_metric is not None:
         split, _, name = cfg.optimized_metric.partition(".")
@@ -92,6 +93,28 @@ def validate(cfg: DictConfig) -> None:
                 "null or <train|validation>.<precision|loss> (the test split is never for "
                 "selection)",
             )
+        if split == "validation" and cfg.data.validation_size == 0:
+            # A sweep or search would rank by a figure no job can have.
+            _fail(
+                "optimized_metric",
+                cfg.optimized_metric,
+                "a train metric, or a validation split: data.validation_size is 0",
+            )
+
+
+def _check_batch_fits(t: DictConfig, d: DictConfig) -> None:
+    """A batch larger than the training split, refused before a run folder is written (the
+    pipeline checks again once the data is loaded: a user's files may hold fewer examples)."""
+    total = d.train_size if d.name == "fake" else MNIST_TRAIN_FILE_SIZE
+    train = total - d.validation_size
+    if d.train_limit is not None:
+        train = min(train, d.train_limit)
+    if t.batch_size > train:
+        _fail(
+            "trainer.batch_size",
+            t.batch_size,
+            f"at most the {train} examples of the training split",
+        )
 
 
 def _check_trainer(t: DictConfig) -> None:
