@@ -6,7 +6,9 @@ import fcntl
 import json
 import os
 import re
+import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -69,6 +71,36 @@ def run_tool(
         text=True,
         timeout=timeout,
     )
+
+
+def run_without_room(
+    tool: str,
+    args: list[str],
+    cwd: Path,
+    stdout: Path | None = None,
+    file_size: int | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a console script short of room: ``stdout`` to that file (``/dev/full``: a device
+    that is always full) and, with ``file_size``, every file it writes limited to that many
+    bytes (``ulimit -f``; SIGXFSZ ignored, so that a write past it fails with EFBIG)."""
+
+    def limit() -> None:
+        if file_size is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+
+    with open(stdout or os.devnull, "w") as out:
+        return subprocess.run(
+            [str(BIN / tool), *args],
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=out if stdout else subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=600,
+            preexec_fn=limit,
+        )
 
 
 def start_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -230,13 +228,8 @@ def _main(argv: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    try:
-        run_command(lambda: _main(sys.argv[1:] if argv is None else argv))
-    except BrokenPipeError:
-        # `mnist-lab-runs | head`: the reader has gone. End quietly, as a shell tool would
-        # (stdout to /dev/null, or Python's exit would fail flushing it once more).
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(128 + signal.SIGPIPE)
+    # run_command also ends `mnist-lab-runs | head` quietly, and a full disk in one line.
+    run_command(lambda: _main(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":
