@@ -322,6 +322,45 @@ def test_a_different_search_in_the_folder_is_refused_and_n_trials_can_grow(
 
 
 @pytest.mark.slow
+def test_a_damaged_journal_line_anywhere_is_named_and_nothing_is_written(
+    failing_search: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    """Not only a half-written last line: a line that is not JSON, JSON of another shape, an
+    operation Optuna does not know, or one it cannot replay, anywhere in the file. The search
+    refuses before writing a line; the command it prints keeps the readable part, which the
+    same search then completes."""
+    source = failing_search[0]
+    lines = (source / "optuna.journal").read_bytes().splitlines(keepends=True)
+    middle = len(lines) // 2
+    damages = {
+        b"this is not json\n": "not JSON",
+        b"[1, 2, 3]\n": "not an Optuna operation",
+        b'{"op_code": 99, "worker_id": "w"}\n': "an operation Optuna does not know (op_code 99)",
+        b'{"op_code": "5", "worker_id": "w"}\n': "an operation Optuna does not know (op_code '5')",
+        b'{"op_code": 0, "worker_id": "w"}\n': "Optuna cannot replay it",  # no study name
+    }
+    for number, (line, says) in enumerate(damages.items()):
+        sweep_dir = tmp_path / f"search{number}"
+        shutil.copytree(source, sweep_dir)
+        journal = sweep_dir / "optuna.journal"
+        journal.write_bytes(b"".join([*lines[:middle], line, *lines[middle:]]))
+        before = digest(sweep_dir)
+        result = search(sweep_dir, *FAILING, "hydra.sweeper.n_trials=4")
+        error = assert_one_error_line(result, f"{journal} is damaged at line {middle + 1}")
+        assert says in error, error
+        assert digest(sweep_dir) == before  # the journal included: nothing appended
+    # The printed command keeps the readable part; the search then runs what it lost.
+    keep = error.split("lines before it (the trials recorded after it are lost): ")[1]
+    subprocess.run(keep.split("; or choose")[0], shell=True, check=True, cwd=tmp_path)
+    assert (sweep_dir / "optuna.journal").read_bytes() == b"".join(lines[:middle])
+    # The job folders of the trials that were lost are moved aside, not deleted.
+    assert sorted(p.name for p in (sweep_dir / "lost-trials").iterdir()), error
+    again = search(sweep_dir, *FAILING, "hydra.sweeper.n_trials=4")
+    assert again.returncode == 1, again.stdout[-3000:] + again.stderr[-3000:]  # a failing trial
+    assert len(study_of(sweep_dir).trials) == 4
+
+
+@pytest.mark.slow
 def test_pruning_stops_a_bad_trial_and_keeps_its_folder(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "search"
     # Adam at 1e-7 learns nothing; at 0.01 it does. The median pruner judges from the first

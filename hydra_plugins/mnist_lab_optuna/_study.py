@@ -10,8 +10,8 @@ import optuna
 from optuna.trial import TrialState
 
 from hydra_plugins.mnist_lab_optuna._definition import Definition
+from hydra_plugins.mnist_lab_optuna._journal import check_journal, repair_journal
 from hydra_plugins.mnist_lab_optuna._settings import Settings
-from mnist_lab.core.console import console
 from mnist_lab.core.errors import UserError
 from mnist_lab.rundir import layout
 from mnist_lab.sweeps import trial as job_side
@@ -55,7 +55,9 @@ def open_study(settings: Settings, definition: Definition) -> Study:
     """The study of this search, created or resumed; a UserError where the storage or the
     sweep folder holds something else."""
     if settings.own_storage:
-        _repair_journal(Path(settings.storage_spec))
+        repair_journal(Path(settings.storage_spec))
+    if not job_side.is_url(settings.storage_spec):
+        check_journal(Path(settings.storage_spec), settings.sweep_dir, settings.name)
     storage = job_side.open_storage(settings.storage_spec)
     studies = {s.study_name for s in storage.get_all_studies()}
     others = sorted(studies - {settings.name})
@@ -159,21 +161,3 @@ def _check_folders(settings: Settings, ours: list[optuna.trial.FrozenTrial]) -> 
             f"({', '.join(strangers[:3])}{' ...' if len(strangers) > 3 else ''}): choose a "
             "new hydra.sweep.dir"
         )
-
-
-def _repair_journal(path: Path) -> None:
-    """A kill during a write can leave half a line at the end of the journal; Optuna would
-    refuse the file once another line follows it. Cut it: that change never happened."""
-    try:
-        with path.open("rb+") as f:
-            size = f.seek(0, 2)
-            if size == 0 or (f.seek(size - 1) >= 0 and f.read(1) == b"\n"):
-                return
-            f.seek(0)
-            data = f.read()
-            f.truncate(data.rfind(b"\n") + 1)
-        console.print(f"{path}: dropped an unfinished last line (a killed write)", markup=False)
-    except FileNotFoundError:
-        return
-    except OSError as ex:
-        raise UserError(f"cannot read the study journal {path}: {ex.strerror or ex}") from ex
