@@ -35,6 +35,7 @@ from tests.conftest import (
     read_json,
     run_cli,
     run_tool,
+    run_without_room,
     start_cli,
     wait_for_checkpoint,
 )
@@ -493,3 +494,165 @@ def test_a_search_trial_is_trained_again_as_one_run() -> None:
     command = listing.reproduce_command(run(["hparams_search=optuna", "optimizer.lr=0.01"]))
     assert command == "mnist-lab hparams_search=optuna optimizer.lr=0.01 hydra.mode=RUN"
     assert listing.reproduce_command(run(["model=mlp"])) == "mnist-lab model=mlp"
+
+
+# ---------------------------------------------------------------- damaged records
+
+# A metrics.json field set to what a damaged or hand-edited file holds; what the line says.
+BEST = "a precision of 1, disagreeing with the counts"
+DAMAGES: list[tuple[str, Any, str]] = [
+    ("started", 123, "started is 123, expected an ISO 8601 time"),
+    ("started", "yesterday", "started is 'yesterday'"),
+    ("wall_seconds", "abc", "wall_seconds is 'abc'"),
+    ("step", "60", "step is '60'"),
+    ("stop.best_step", [1], "stop.best_step is [1]"),
+    ("data", "fake", "data is 'fake', expected an object"),
+    ("validation.precision", float("nan"), "validation.precision is nan"),
+    ("validation.precision", float("inf"), "validation.precision is inf"),
+    ("validation.precision", "0.99", "validation.precision is '0.99'"),
+    ("validation.precision", 1.5, "validation.precision is 1.5, expected a number in [0, 1]"),
+    ("validation.precision", BEST, "but num_correct / num_examples is"),  # best, if believed
+    ("test.num_correct", True, "test.num_correct is True"),
+    ("train.loss", -1, "train.loss is -1"),
+    ("per_class.test.recall", "x", "per_class.test.recall is 'x'"),
+]
+
+
+def damaged_copy(source: Path, target: Path, key: str, value: Any) -> Path:
+    shutil.copytree(source, target)
+    metrics = read_json(target / "metrics.json")
+    node = metrics
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    if value == BEST:
+        node[last] = 1.0
+        if node["num_correct"] == node["num_examples"]:
+            node["num_correct"] -= 1
+    (target / "metrics.json").write_text(json.dumps(metrics))  # NaN and Infinity as JSON has them
+    return target
+
+
+@pytest.mark.parametrize("key, value, says", DAMAGES, ids=[f"{k}={v!r}" for k, v, _ in DAMAGES])
+def test_a_damaged_record_is_shown_as_such_and_never_ranked(
+    tree: Tree, tmp_path: Path, key: str, value: Any, says: str
+) -> None:
+    """The listing, best, sort and the sweep summary judge a record alike (rundir/judge.py)."""
+    from mnist_lab.sweeps import summary
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(tree.dirs["job0"].parent, sweep)
+    shutil.rmtree(sweep / "0")
+    damaged_copy(tree.dirs["job0"], sweep / "0", key, value)
+    (run,) = mnist_lab.runs(sweep / "0")
+    assert run.status == "interrupted" and run.metrics is None and run.validation_precision is None
+    assert run.damaged is not None and says in run.damaged, run.damaged
+    assert run.damaged.startswith("metrics.json is damaged: ")
+    assert listing.best(mnist_lab.runs(sweep)) is None  # job 1 failed: nothing to choose
+    jobs = summary.rank(summary.collect(sweep))
+    assert {j.job: j.status for j in jobs} == {"0": "interrupted", "1": "failed"}
+    assert [j.rank for j in jobs] == [None, None] and summary.best(jobs) is None
+    assert jobs[[j.job for j in jobs].index("0")].error == run.damaged
+
+
+def test_one_damaged_record_does_not_stop_the_listing(tree: Tree, tmp_path: Path) -> None:
+    """Every damage at once below one folder: each command lists the others, and says which."""
+    root = tmp_path / "outputs"
+    good = root / "good"
+    shutil.copytree(tree.dirs["finished"], good)
+    for i, (key, value, _) in enumerate(DAMAGES):
+        damaged_copy(tree.dirs["finished"], root / f"bad{i:02d}", key, value)
+    out = lines(run_tool("mnist-lab-runs", [str(root)], cwd=tmp_path))
+    (good_row,) = [row for row in out if row.startswith("finished")]
+    assert str(good.relative_to(tmp_path)) in good_row
+    assert len([row for row in out if row.startswith("interrupted")]) == len(DAMAGES)
+    for i, (_, _, says) in enumerate(DAMAGES):
+        (row,) = [row for row in out if f"outputs/bad{i:02d} " in row]
+        assert row.startswith("interrupted"), row
+        assert "metrics.json is damaged: " in row and says in row and "to resume: " in row, row
+    as_json = run_tool("mnist-lab-runs", [str(root), "--json"], cwd=tmp_path)
+    assert as_json.returncode == 0, as_json.stderr
+    records_ = {Path(d["dir"]).name: Run.from_dict(d) for d in json.loads(as_json.stdout)}
+    assert records_["good"].status == "finished" and records_["good"].damaged is None
+    assert all(r.damaged and r.metrics is None for n, r in records_.items() if n != "good")
+    as_csv = run_tool("mnist-lab-runs", [str(root), "--csv"], cwd=tmp_path)
+    assert as_csv.returncode == 0, as_csv.stderr
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert sorted(row["status"] for row in rows) == ["finished"] + ["interrupted"] * len(DAMAGES)
+    best = lines(run_tool("mnist-lab-runs", ["best", str(root)], cwd=tmp_path))
+    assert best[0].endswith(": outputs/good")
+    by_precision = run_tool(
+        "mnist-lab-runs", [str(root), "--sort", "validation.precision", "--json"], cwd=tmp_path
+    )
+    assert Path(json.loads(by_precision.stdout)[0]["dir"]).name == "good"
+
+
+def test_damaged_run_json_pruned_json_and_multirun_yaml_are_read_around(
+    tree: Tree, tmp_path: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    shutil.copytree(tree.dirs["job0"].parent, sweep)
+    (sweep / "0" / "metrics.json").unlink()  # interrupted: its run.json is what is read
+    record = sweep / "0" / "checkpoints" / "run.json"
+    record.write_text(json.dumps({**read_json(record), "started": 5, "overrides": [1, 2]}))
+    (sweep / "multirun.yaml").write_text("hydra:\n  sweeper: a string\n  overrides: [1]\n")
+    pruned = tmp_path / "pruned"
+    shutil.copytree(tree.dirs["pruned"], pruned)
+    (pruned / "pruned.json").write_text(json.dumps({"step": "ten"}))
+    runs = {Path(r.dir).name: r for r in mnist_lab.runs([sweep, pruned])}
+    job = runs["0"]
+    assert job.status == "interrupted" and job.started is not None  # the folder's time
+    assert isinstance(timestamp(job.started), float)
+    assert job.overrides == yaml.safe_load((sweep / "0" / ".hydra" / "overrides.yaml").read_text())
+    assert job.resume is not None and job.resume.startswith("mnist-lab ")  # its own command
+    assert runs["pruned"].status == "pruned"
+    assert runs["pruned"].step == latest_step(pruned)  # its checkpoint's, not "ten"
+    result = run_tool("mnist-lab-runs", [str(sweep), str(pruned)], cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------- no room for the output
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""], ids=["PYTHONUNBUFFERED", "buffered"])
+@pytest.mark.parametrize(
+    "args",
+    [["--json"], ["--csv"], [], ["best"], ["diff"]],
+    ids=["json", "csv", "plain", "best", "diff"],
+)
+def test_a_full_disk_or_a_file_size_limit_is_one_line_and_exit_1(
+    tree: Tree, tmp_path: Path, args: list[str], unbuffered: str
+) -> None:
+    if args == ["diff"]:
+        args = ["diff", str(tree.dirs["finished"]), str(tree.dirs["job0"])]
+    elif args == ["best"]:
+        args = ["best", str(tree.root)]
+    else:
+        args = [str(tree.root), *args]
+    env = {"PYTHONUNBUFFERED": unbuffered}
+    full = run_without_room("mnist-lab-runs", args, tmp_path, Path("/dev/full"), env=env)
+    limited = run_without_room(
+        "mnist-lab-runs", args, tmp_path, tmp_path / "out", file_size=100, env=env
+    )
+    for result, reason in ((full, "No space left on device"), (limited, "File too large")):
+        assert result.returncode == 1, result.stderr
+        assert result.stderr == f"error: cannot write the standard output: {reason}\n"
+    assert (tmp_path / "out").stat().st_size == 100
+
+
+def test_a_reader_that_goes_away_ends_the_listing_quietly(tree: Tree) -> None:
+    """``mnist-lab-runs | head -1``: a pipe whose reader has closed it, before the first write."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "mnist-lab-runs"), str(tree.root), "--json"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141 and result.stderr == ""  # 128 + SIGPIPE, as a shell reports

@@ -13,7 +13,7 @@ from typing import Any
 from mnist_lab.listing.filters import is_number
 from mnist_lab.listing.folders import one_run_folder
 from mnist_lab.listing.read import MISSING, Run, lookup, read, timestamp
-from mnist_lab.rundir import records, resume
+from mnist_lab.rundir import judge, records, resume
 
 # What `diff` puts side by side, and the columns of --csv after the differing config keys.
 METRIC_KEYS = (
@@ -144,7 +144,8 @@ def per_class_rows(a: Run, b: Run) -> list[tuple[str, Any, Any, Any]]:
 def best(entries: Sequence[Run]) -> Run | None:
     """The finished run with the highest validation precision; the earlier one of a tie."""
     finished = [r for r in entries if r.status == records.FINISHED]
-    scored = [r for r in finished if is_number(r.validation_precision)]
+    # A record read from a folder is judged already (rundir/judge.py); one made by hand is too.
+    scored = [r for r in finished if judge.is_fraction(r.validation_precision)]
     if not scored:
         return None
     oldest_first = sorted(scored, key=lambda r: (timestamp(r.started) or 0.0, _natural(r.dir)))

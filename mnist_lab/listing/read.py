@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_lab.rundir import layout, records, resume
+from mnist_lab.rundir.judge import iso_seconds
 from mnist_lab.sweeps import BASIC_SWEEPER, OUR_SWEEPER
 
 # The record's fields that a filter or a sort may name.
@@ -41,6 +42,8 @@ class Run:
     sweep: str | None = None  # the sweep folder of a sweep's job
     # The config keys whose values differ among the runs listed with this one, and its values.
     differs: dict[str, Any] = field(default_factory=dict)
+    # What is wrong with its metrics.json when that is damaged (then it is not finished).
+    damaged: str | None = None
 
     @property
     def validation_precision(self) -> float | None:
@@ -113,6 +116,7 @@ def read(
         error=info.error,
         pid=info.pid if info.status == records.RUNNING else None,
         sweep=str(sweep) if sweep else None,
+        damaged=info.damaged,
     )
     if run.started is None:
         # Killed before it wrote its record: Hydra's folder was made when it started.
@@ -128,12 +132,9 @@ def read(
     return run
 
 
-def timestamp(iso: str | None) -> float | None:
+def timestamp(iso: Any) -> float | None:
     """Seconds since the epoch of an ISO time (a naive one is local time); None if not one."""
-    try:
-        return datetime.fromisoformat(iso).timestamp() if iso else None
-    except ValueError:
-        return None
+    return iso_seconds(iso)
 
 
 def _mtime(path: Path) -> float | None:
@@ -190,13 +191,19 @@ def _resume_command(
 def _sweep_arguments(sweep: Path) -> list[str] | None:
     """The command line of a grid sweep, from its multirun.yaml; None for other sweepers."""
     saved = records.read_yaml(sweep / layout.MULTIRUN)
-    hydra = saved.get("hydra") if isinstance(saved, dict) else None
-    sweeper = (hydra.get("sweeper") or {}).get("_target_") if isinstance(hydra, dict) else None
+    hydra = _node(saved, "hydra")
     # A grid's jobs, and a search's trials, resume together with the sweep's own command.
-    if not isinstance(hydra, dict) or sweeper not in (BASIC_SWEEPER, OUR_SWEEPER):
+    if _node(hydra, "sweeper").get("_target_") not in (BASIC_SWEEPER, OUR_SWEEPER):
         return None
-    given = hydra.get("overrides") or {}
-    task = [str(o) for o in given.get("task") or []]
+    given = _node(hydra, "overrides")
+    task, own = given.get("task") or [], given.get("hydra") or []
+    if not all(isinstance(o, list) and all(isinstance(v, str) for v in o) for o in (task, own)):
+        return None  # damaged: no command line to trust, so each job's own command
     # hydra.mode is what -m says; the folder is added back by the command itself.
-    own = [str(o) for o in given.get("hydra") or [] if not str(o).startswith("hydra.mode=")]
-    return [*task, *own]
+    return [*task, *(o for o in own if not o.startswith("hydra.mode="))]
+
+
+def _node(parent: Any, key: str) -> dict[str, Any]:
+    """A mapping inside a YAML file; empty where the file has none (or something else)."""
+    node = parent.get(key) if isinstance(parent, dict) else None
+    return node if isinstance(node, dict) else {}

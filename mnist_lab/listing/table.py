@@ -78,8 +78,8 @@ def started(iso: str | None) -> str:
         return "-"
     try:
         return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return iso
+    except (ValueError, TypeError, OverflowError, OSError):
+        return str(iso)
 
 
 def folder(path: str) -> str:
@@ -107,9 +107,11 @@ def counts(found: list[Run]) -> str:
 def _note(run: Run) -> str:
     if run.status == records.FAILED:
         return run.error or ""
+    # A damaged metrics.json: said first, so that nobody takes the run for one never finished.
+    notes = [f"{run.damaged} (its results are not shown)"] if run.damaged else []
     if run.resume:
-        return f"to resume: {run.resume}"
-    return ""
+        notes.append(f"to resume: {run.resume}")
+    return "; ".join(notes)
 
 
 # ---------------------------------------------------------------- tables

@@ -4,7 +4,8 @@ Resume, sweeps, the sweep summary, the search and ``mnist-lab-runs`` all decide 
 holds here, so they never disagree:
 
 - **running**: a live process holds the folder's lock;
-- **finished**: ``metrics.json`` exists (it is written last, after the model and summaries);
+- **finished**: ``metrics.json`` exists (it is written last, after the model and summaries)
+  and is sound (``judge.py``: else the run is interrupted, with what is wrong in ``damaged``);
 - **pruned**: ``pruned.json`` (a search trial the pruner stopped); it resumes if run again;
 - **failed**: ``error.json`` (a sweep job that raised); a rerun tries again;
 - **interrupted**: anything else: a rerun continues from the last checkpoint, or starts.
@@ -25,6 +26,7 @@ import yaml
 
 from mnist_lab.core.files import replacing
 from mnist_lab.rundir import layout, locks
+from mnist_lab.rundir.judge import is_int, iso_seconds, metrics_damage
 
 RUNNING, FINISHED, PRUNED, FAILED, INTERRUPTED = (
     "running",
@@ -156,6 +158,9 @@ class RunInfo:
     pid: int | None = None  # the process that holds a running run
     started: str | None = None  # ISO time the run (or its last resume) started
     checkpoint_step: int | None = None
+    # What is wrong with a metrics.json that is there but not believed (judge.py): then the
+    # run is not finished, and nothing shows its figures.
+    damaged: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -166,16 +171,20 @@ def read_run(run_dir: Path) -> RunInfo:
     """A run folder's status and records (see the module docstring for the statuses)."""
     run_dir = Path(run_dir)
     metrics = read_json(run_dir / layout.METRICS)
-    if metrics is not None and not _complete_metrics(metrics):
-        metrics = None  # damaged: not a result anybody may show
+    damaged = metrics_damage(metrics) if metrics is not None else None
+    if metrics is None and (run_dir / layout.METRICS).exists():
+        damaged = "not a JSON object (truncated, or not JSON)"
+    if damaged is not None:
+        metrics = None  # not a result anybody may show
     record = read_json(layout.run_record(run_dir)) or {}
     # A finished run's config is the one in its metrics.json: the YAML is read only without it
     # (an interrupted run, or results of an older mnist-lab that did not record their config).
     has_config = metrics is not None and isinstance(metrics.get("config"), dict)
     saved = None if has_config else read_yaml(layout.saved_config(run_dir))
     info = RunInfo(dir=run_dir, status=INTERRUPTED)
+    info.damaged = f"{layout.METRICS} is damaged: {damaged}" if damaged else None
     info.pid = locks.holder(run_dir)
-    info.started = record.get("started")
+    info.started = _time(record.get("started"))  # a damaged run.json's: not a time
     info.overrides = _string_list(record.get("overrides"))
     info.checkpoint_step = _latest_checkpoint_step(run_dir)
     info.config = saved if isinstance(saved, dict) else None
@@ -190,6 +199,8 @@ def read_run(run_dir: Path) -> RunInfo:
         # misattribute, so a file a later command may rewrite is good enough here).
         info.overrides = _string_list(read_yaml(run_dir / layout.HYDRA / "overrides.yaml"))
     pruned = read_json(run_dir / layout.PRUNED)
+    if pruned is not None and not is_int(pruned.get("step", 0)):
+        pruned = {k: v for k, v in pruned.items() if k != "step"}  # damaged: not a step
     error = read_json(run_dir / layout.ERROR)
     if info.pid is not None and info.pid != os.getpid():
         info.status = RUNNING
@@ -203,18 +214,13 @@ def read_run(run_dir: Path) -> RunInfo:
     return info
 
 
-def _complete_metrics(metrics: dict[str, Any]) -> bool:
-    try:
-        return all(
-            isinstance(metrics[s]["num_examples"], int) and "precision" in metrics[s]
-            for s in layout.SPLITS
-        )
-    except (KeyError, TypeError):
-        return False
+def _time(value: Any) -> str | None:
+    return value if iso_seconds(value) is not None else None
 
 
 def _string_list(value: Any) -> list[str]:
-    return [str(v) for v in value] if isinstance(value, list) else []
+    # Overrides are strings; a list of anything else is a damaged file, not a command line.
+    return list(value) if isinstance(value, list) and all(isinstance(v, str) for v in value) else []
 
 
 def _latest_checkpoint_step(run_dir: Path) -> int | None:

@@ -77,9 +77,9 @@ def read_job(sweep_dir: Path, job_dir: Path) -> JobResult:
         dir=str(job_dir),
         overrides=info.overrides,
         status=info.status,
-        error=info.error,
+        error=info.error or info.damaged,  # a damaged metrics.json says what is wrong with it
     )
-    if info.metrics is not None:
+    if info.metrics is not None:  # judged sound by records.read_run (rundir/judge.py)
         result.validation_precision = info.metrics["validation"]["precision"]
         result.test_precision = info.metrics["test"]["precision"]
         result.steps = info.metrics.get("step")
@@ -171,7 +171,7 @@ STATUS_STYLES = {FINISHED: "green", PRUNED: "cyan", FAILED: "red", RUNNING: "blu
 
 
 def _status(job: JobResult) -> Text:
-    text = f"{FAILED}: {job.error}" if job.status == FAILED else job.status
+    text = f"{job.status}: {job.error}" if job.error else job.status
     return Text(text, style=STATUS_STYLES.get(job.status, "yellow"))
 
 
@@ -212,7 +212,10 @@ def _closing_lines(sweep_dir: Path, ranked: list[JobResult], common: list[str]) 
     if common:
         lines.append(f"every job: {' '.join(common)}")
     top = best(ranked)
-    if top is None:
+    if top is None and any(j.status == FINISHED for j in ranked):
+        # Finished, but none ranked: the best is chosen on validation, and there is none.
+        lines.append("best: none (no validation split: the best is chosen by validation precision)")
+    elif top is None:
         lines.append("best: none (no job finished)")
     else:
         own = " ".join(o for o in top.overrides if o not in common) or "(no overrides)"
