@@ -18,8 +18,16 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mnist_lab.core.errors import UserError
 from mnist_lab.listing import ensemble
-from tests.conftest import SPLITS, assert_one_error_line, read_json, run_cli, run_tool
+from tests.conftest import (
+    SPLITS,
+    assert_one_error_line,
+    read_json,
+    run_cli,
+    run_tool,
+    run_without_room,
+)
 
 # Three seeds of a small MLP, 30 steps: the members disagree enough for an ensemble to matter.
 JOB = [
@@ -231,10 +239,29 @@ def damage(run_dir: Path, how: str) -> None:
         arrays = dict(np.load(path))
         arrays["train_probabilities"][0, 0] = np.nan
         np.savez(path, **arrays)
+    elif how == "train width":
+        arrays = dict(np.load(path))
+        arrays["train_probabilities"] = arrays["train_probabilities"][:, :5]
+        np.savez(path, **arrays)
+    elif how == "replaced":
+        # Well-formed probabilities of other examples: only the run's own counts can tell.
+        arrays = dict(np.load(path))
+        arrays["test_probabilities"] = np.roll(arrays["test_probabilities"], 1, axis=0)
+        np.savez(path, **arrays)
 
 
 @pytest.mark.parametrize(
-    "how", ["truncated", "garbage", "missing", "a key short", "wrong shape", "not probabilities"]
+    "how",
+    [
+        "truncated",
+        "garbage",
+        "missing",
+        "a key short",
+        "wrong shape",
+        "not probabilities",
+        "train width",
+        "replaced",
+    ],
 )
 def test_damaged_predictions_are_one_line(sweep: Path, tmp_path: Path, how: str) -> None:
     copy = tmp_path / "sweep"
@@ -254,6 +281,8 @@ def test_damaged_predictions_are_one_line(sweep: Path, tmp_path: Path, how: str)
         (["{tmp}/nowhere"], "not a directory"),
         (["{tmp}"], "no mnist-lab runs"),
         (["{sweep}", "--output", "{sweep}/0"], "run folder"),
+        (["{sweep}", "--output", "{sweep}/0/ensemble"], "inside the run"),
+        (["{sweep}/0"], "is inside the run"),
         (["{sweep}", "--output", "{sweep}/0/metrics.json"], "not a directory"),
     ],
 )
@@ -264,6 +293,7 @@ def test_user_errors_are_one_line(
     argv = [a.format(sweep=sweep, tmp=tmp_path) for a in args]
     assert_one_error_line(combine(*argv, cwd=tmp_path), needle)
     assert (sweep / "0" / "metrics.json").read_bytes() == before
+    assert not (sweep / "0" / "ensemble").exists()
 
 
 def test_a_sweep_with_no_finished_job_is_one_line(sweep: Path, tmp_path: Path) -> None:
@@ -349,3 +379,140 @@ def test_greedy_stops_when_no_run_improves_validation(tmp_path: Path) -> None:
     assert chosen.results["test"].num_correct == 10
     top, _ = ensemble.build([tmp_path / "s"], ensemble.TOP, 2)
     assert [m.dir.name for m in top.members] == ["1", "2"]
+
+
+# ------------------------------------------------- members that disagree with their records
+
+
+def rewrite(run_dir: Path, change: Any) -> None:
+    """predictions.npz with ``change(arrays)`` applied, saved as mnist-lab saves it."""
+    path = run_dir / "predictions.npz"
+    arrays = dict(np.load(path))
+    change(arrays)
+    np.savez(path, **arrays)
+
+
+def flip_one(arrays: dict[str, np.ndarray]) -> None:
+    """One validation example's two most likely classes swapped: one count off."""
+    p = arrays["validation_probabilities"]
+    first, second = np.argsort(p[0])[-2:][::-1]
+    p[0, [first, second]] = p[0, [second, first]]
+
+
+CHANGES: dict[str, Any] = {
+    "another run's file": None,  # job 0's predictions.npz copied over job 1's
+    "one example flipped": flip_one,
+    "labels as floats": lambda a: a.update(test_labels=a["test_labels"].astype(np.float32)),
+    "probabilities as integers": lambda a: a.update(
+        test_probabilities=(a["test_probabilities"] > 0.5).astype(np.int32)
+    ),
+    "rows not summing to 1": lambda a: a.update(
+        validation_probabilities=a["validation_probabilities"] * 0.5
+    ),
+    "train one class wider": lambda a: a.update(
+        train_probabilities=np.pad(a["train_probabilities"], ((0, 0), (0, 1)))
+    ),
+}
+
+
+@pytest.mark.parametrize("how", list(CHANGES))
+def test_a_member_whose_predictions_disagree_with_its_record_is_refused(
+    sweep: Path, tmp_path: Path, how: str
+) -> None:
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    if CHANGES[how] is None:
+        shutil.copy(copy / "0" / "predictions.npz", copy / "1" / "predictions.npz")
+    else:
+        rewrite(copy / "1", CHANGES[how])
+    line = assert_one_error_line(combine(copy, cwd=tmp_path), "predictions.npz")
+    assert str((copy / "1" / "predictions.npz").resolve()) in line
+    assert not (copy / "ensemble").exists()
+
+
+def test_a_member_with_a_damaged_record_is_refused_not_left_out(
+    sweep: Path, tmp_path: Path
+) -> None:
+    """Leaving it out would change the ensemble's figures without a word."""
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    metrics = read_json(copy / "1" / "metrics.json")
+    metrics["validation"]["precision"] = "0.99"
+    (copy / "1" / "metrics.json").write_text(json.dumps(metrics))
+    line = assert_one_error_line(combine(copy, cwd=tmp_path), "validation.precision is '0.99'")
+    assert f"{(copy / '1').resolve()}/metrics.json is damaged" in line
+    assert not (copy / "ensemble").exists()
+
+
+def test_a_tie_at_the_top_may_count_either_way(tmp_path: Path) -> None:
+    """The run counted the argmax of its logits; their float32 softmax can round the top two
+    to one probability. The label among tied tops is right or wrong; a clear miss is not."""
+    labels = {split: np.array([1, 2]) for split in SPLITS}
+    p = one_hot([1, 2])
+    p[0, :] = 0.0
+    p[0, [0, 1]] = 0.5  # example 0: classes 0 and 1 tie; the logits chose 1, its label
+    fake_run(tmp_path / "s" / "0", {s: p for s in SPLITS}, labels)
+    metrics = read_json(tmp_path / "s" / "0" / "metrics.json")
+    assert metrics["test"]["num_correct"] == 1  # numpy's argmax takes class 0 of the tie
+    for split in SPLITS:
+        metrics[split] = {**metrics[split], "num_correct": 2, "precision": 1.0}
+    (tmp_path / "s" / "0" / "metrics.json").write_text(json.dumps(metrics))
+    built, _ = ensemble.build([tmp_path / "s"])  # accepted: 2 is what the logits may count
+    assert built.results["test"].num_correct == 1
+    p[0, [0, 1]] = [0.6, 0.4]  # no tie: the saved file says 1 correct, the record 2
+    np.savez(
+        tmp_path / "s" / "0" / "predictions.npz",
+        **{f"{s}_probabilities": p.astype(np.float32) for s in SPLITS},
+        **{f"{s}_labels": labels[s].astype(np.int32) for s in SPLITS},
+    )
+    with pytest.raises(UserError, match="argmax counts 1 correct, its metrics.json records 2"):
+        ensemble.build([tmp_path / "s"])
+
+
+def test_a_single_run_is_combined_only_into_a_folder_named_outside_it(
+    sweep: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(sweep / "0", run)
+    before = sorted(p.name for p in run.iterdir())
+    refused = assert_one_error_line(combine(run, cwd=tmp_path), "--output")
+    assert "is inside the run" in refused
+    assert sorted(p.name for p in run.iterdir()) == before
+    result = combine(run, "--output", tmp_path / "alone", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    single = read_json(tmp_path / "alone" / "metrics.json")
+    own = read_json(run / "metrics.json")
+    assert [single[s]["num_correct"] for s in SPLITS] == [own[s]["num_correct"] for s in SPLITS]
+
+
+# ---------------------------------------------------------------- no room for the output
+
+
+def test_a_full_stdout_is_one_line_exit_1_and_writes_nothing(sweep: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    result = run_without_room(
+        "mnist-lab-ensemble", [str(sweep), "--output", str(output)], tmp_path, Path("/dev/full")
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == "error: cannot write the standard output: No space left on device\n"
+    assert not output.exists()  # the first line printed failed: nothing was written yet
+
+
+def test_a_file_size_limit_is_one_line_exit_1_and_leaves_no_record(
+    sweep: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "out"
+    assert combine(sweep, "--output", output, cwd=tmp_path).returncode == 0
+    result = run_without_room(
+        "mnist-lab-ensemble",
+        [str(sweep), "--top", "1", "--output", str(output)],
+        tmp_path,
+        file_size=1000,
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines == [f"error: cannot write {output / 'predictions.npz'}: File too large"]
+    # The earlier ensemble's record went first: no metrics.json beside predictions it does not
+    # describe; the earlier predictions are whole, and no temporary file is left.
+    assert sorted(p.name for p in output.iterdir()) == ["predictions.npz"]
+    np.load(output / "predictions.npz")["test_probabilities"]

@@ -6,7 +6,8 @@
     mnist-lab-ensemble SWEEP_A SWEEP_B RUN --output outputs/my-ensemble
 
 The report is a run's: the same table, and a ``metrics.json`` (with ``members`` and how they
-were chosen) and ``predictions.npz`` in the output folder, ``<SWEEP_DIR>/ensemble/`` by default.
+were chosen) and ``predictions.npz`` in the output folder, ``<SWEEP_DIR>/ensemble/`` by default;
+never in a run's folder (a run folder alone needs ``--output``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         metavar="DIR",
         help="where to write metrics.json and predictions.npz (default: "
-        f"<SWEEP_DIR>/{DEFAULT_FOLDER}/; needed with several folders)",
+        f"<SWEEP_DIR>/{DEFAULT_FOLDER}/; needed with several folders or a run folder)",
     )
     return parser.parse_args(argv)
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.output is None and len(args.paths) > 1:
             raise UserError("--output is needed to combine several folders: name where to write")
         output = args.output or args.paths[0] / DEFAULT_FOLDER
-        ensemble.check_output(output)
+        ensemble.check_output(output, named=args.output is not None)
         method = ensemble.TOP if args.top is not None else ensemble.ALL
         method = ensemble.GREEDY if args.greedy else method
         result, skipped = ensemble.build(args.paths, method, args.top)

@@ -4,8 +4,9 @@ Reads files only: no TensorFlow, no Hydra app.
 
 One job a module: ``folders`` finds run folders, ``read`` makes one into a ``Run``, ``filters``
 is the filter language, ``compare`` sorts, diffs and picks the best, ``query`` is ``runs()``,
-``table`` shows runs as text; ``ensemble`` combines saved runs. No module is named after a
-public function here: importing it would set the package's attribute of that name.
+``table`` shows runs as text; ``members`` reads and checks the runs an ensemble may combine,
+``ensemble`` combines them. No module is named after a public function here: importing it
+would set the package's attribute of that name.
 """
 
 from mnist_lab.listing.compare import METRIC_KEYS, best, diff, reproduce_command

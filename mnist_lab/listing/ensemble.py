@@ -12,7 +12,6 @@ the ensemble has no train figures.
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from mnist_lab.core.errors import UserError
+from mnist_lab.listing.folders import is_run_folder
+from mnist_lab.listing.members import Member, Skipped, check_comparable, find_runs, load_member
 from mnist_lab.rundir import layout, records
 from mnist_lab.rundir.results import SplitResult
 
@@ -28,34 +29,6 @@ ALL, TOP, GREEDY = "all", "top", "greedy"
 # A probability that underflowed to 0 in float32 counts as the smallest normal float32 (a loss
 # of 87.3 for that example): the mean cross-entropy stays finite and is otherwise exact.
 _FLOOR = float(np.finfo(np.float32).tiny)
-
-
-@dataclass(frozen=True, eq=False)
-class Member:
-    """A finished run, with its saved predictions."""
-
-    dir: Path
-    overrides: list[str]
-    data: dict[str, Any]  # metrics.json's "data": name, location, fingerprint
-    # As its metrics.json reports them (what the sweep summary ranks by).
-    validation_precision: float | None
-    validation_loss: float | None
-    probabilities: dict[str, np.ndarray]  # split -> float32 [n, classes]
-    labels: dict[str, np.ndarray]  # split -> int [n]
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "dir": str(self.dir),
-            "overrides": self.overrides,
-            "validation_precision": self.validation_precision,
-            "validation_loss": self.validation_loss,
-        }
-
-
-@dataclass(frozen=True)
-class Skipped:
-    dir: Path
-    status: str
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,127 +49,6 @@ class Ensemble:
                 f"{self.candidates}"
             )
         return f"all {self.candidates} finished runs"
-
-
-# ------------------------------------------------------------------------------ finding runs
-
-
-def find_runs(paths: Sequence[Path]) -> tuple[list[records.RunInfo], list[Skipped]]:
-    """The finished runs in ``paths`` (sweep folders or run folders), each once, in order;
-    and the runs that are not finished."""
-    finished: list[records.RunInfo] = []
-    skipped: list[Skipped] = []
-    seen: set[Path] = set()
-    for path in paths:
-        if not path.is_dir():
-            raise UserError(f"not a directory: {path}")
-        for run_dir in _run_dirs(path.resolve()):
-            if run_dir in seen:
-                continue
-            seen.add(run_dir)
-            info = records.read_run(run_dir)
-            if info.finished:
-                finished.append(info)
-            else:
-                skipped.append(Skipped(run_dir, info.status))
-    return finished, skipped
-
-
-def _run_dirs(path: Path) -> list[Path]:
-    """``path`` itself when it is a run folder, else the job folders of the sweep it holds."""
-    if (path / layout.HYDRA).is_dir() or (path / layout.METRICS).is_file():
-        return [path]
-    jobs = layout.job_dirs(path)  # in the sweep summary's order
-    if not jobs:
-        raise UserError(f"no mnist-lab runs in {path}: expected a sweep folder or a run folder")
-    return jobs
-
-
-# ------------------------------------------------------------------- reading the predictions
-
-
-def load_member(info: records.RunInfo) -> Member:
-    """A finished run and its ``predictions.npz``, checked against its ``metrics.json``."""
-    path = info.dir / layout.PREDICTIONS
-    metrics = info.metrics or {}
-    if not path.is_file():
-        raise UserError(
-            f"{path} is missing: the run finished without saving its predictions "
-            "(an older mnist-lab?); delete its metrics.json and run it again to re-evaluate"
-        )
-    try:
-        with np.load(path, allow_pickle=False) as saved:
-            arrays = {name: saved[name] for name in saved.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as ex:
-        raise UserError(f"cannot read {path}: damaged ({_reason(ex)})") from ex
-    probabilities, labels = {}, {}
-    for split in layout.SPLITS:
-        p, y = arrays.get(f"{split}_probabilities"), arrays.get(f"{split}_labels")
-        n = metrics[split]["num_examples"]
-        if p is None or y is None:
-            raise UserError(f"{path} is damaged: it has no {split}_probabilities or labels")
-        if p.ndim != 2 or p.shape[0] != n or y.shape != (n,) or not _usable(p, y):
-            raise UserError(
-                f"{path} is damaged: {split}_probabilities {p.shape} and {split}_labels "
-                f"{y.shape} do not hold the run's {n} {split} examples as probabilities "
-                "and class indices"
-            )
-        probabilities[split], labels[split] = p, y
-    return Member(
-        dir=info.dir,
-        overrides=info.overrides,
-        data=metrics.get("data") or {},
-        validation_precision=metrics["validation"].get("precision"),
-        validation_loss=metrics["validation"].get("loss"),
-        probabilities=probabilities,
-        labels=labels,
-    )
-
-
-def _usable(p: np.ndarray, y: np.ndarray) -> bool:
-    if p.dtype.kind != "f" or y.dtype.kind not in "iu":
-        return False
-    if len(y) and not (0 <= y.min() and y.max() < p.shape[1]):
-        return False
-    return bool(np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all())
-
-
-def _reason(ex: BaseException) -> str:
-    return " ".join(str(ex).split()) or type(ex).__name__
-
-
-def check_comparable(members: list[Member]) -> bool:
-    """Refuse members evaluated on different examples; True when their train splits agree.
-
-    The data fingerprint says the files are the same; the labels say the splits are cut the
-    same way (``data.validation_size``), in the same order.
-    """
-    first = members[0]
-    for other in members[1:]:
-        mine, theirs = first.data.get("fingerprint"), other.data.get("fingerprint")
-        if mine is None or mine != theirs:
-            raise UserError(
-                f"{first.dir} and {other.dir} were trained on different data "
-                f"({_data_name(first)} and {_data_name(other)}): an ensemble averages "
-                "predictions for the same examples"
-            )
-        for split in ("validation", "test"):
-            a, b = first.probabilities[split], other.probabilities[split]
-            if a.shape != b.shape or not np.array_equal(first.labels[split], other.labels[split]):
-                raise UserError(
-                    f"{first.dir} and {other.dir} have different {split} examples "
-                    f"({len(first.labels[split])} and {len(other.labels[split])}; is "
-                    "data.validation_size the same?): an ensemble averages predictions for the "
-                    "same examples"
-                )
-    return all(
-        np.array_equal(first.labels["train"], other.labels["train"]) for other in members[1:]
-    )
-
-
-def _data_name(member: Member) -> str:
-    fingerprint = str(member.data.get("fingerprint") or "no fingerprint")
-    return f"{member.data.get('name', '?')}, {fingerprint[:19]}"
 
 
 # ----------------------------------------------------------------------- combining, choosing
@@ -294,16 +146,22 @@ def build(
 # -------------------------------------------------------------------------------- writing
 
 
-def check_output(output: Path) -> None:
-    """Refuse to write into a run's folder: its metrics.json would be overwritten."""
+def check_output(output: Path, named: bool = True) -> None:
+    """Refuse to write into a run's folder, or below one: the run's files are its own. ``named``:
+    the user chose ``output`` (``--output``), else it is the default beside the first folder."""
+    shown = f"--output {output}" if named else str(output)
     if output.exists() and not output.is_dir():
-        raise UserError(f"--output {output} is not a directory")
-    if (output / layout.HYDRA).is_dir() or layout.checkpoints_dir(output).is_dir():
-        raise UserError(f"--output {output} is a run folder: choose another folder")
+        raise UserError(f"{shown} is not a directory")
+    target = output.resolve()
+    for folder in (target, *target.parents):
+        if is_run_folder(folder):
+            where = "is a run folder" if folder == target else f"is inside the run {folder}"
+            hint = "choose another folder" if named else "name where to write it with --output DIR"
+            raise UserError(f"{shown} {where}: an ensemble is never written in a run; {hint}")
     existing = records.read_json(output / layout.METRICS)
     if (output / layout.METRICS).exists() and (existing is None or "ensemble" not in existing):
         raise UserError(
-            f"--output {output} holds a metrics.json that no ensemble wrote: choose another folder"
+            f"{shown} holds a metrics.json that no ensemble wrote: choose another folder"
         )
 
 
@@ -313,6 +171,12 @@ def write(ensemble: Ensemble, output: Path, skipped: list[Skipped], seconds: flo
         output.mkdir(parents=True, exist_ok=True)
     except OSError as ex:
         raise UserError(f"cannot create {output}: {ex.strerror or ex}") from ex
+    # An earlier ensemble's record goes first: until the new one is written whole, the folder
+    # holds no metrics.json beside predictions it does not describe (a full disk, a kill).
+    try:
+        (output / layout.METRICS).unlink(missing_ok=True)
+    except OSError as ex:
+        raise UserError(f"cannot replace {output / layout.METRICS}: {ex.strerror or ex}") from ex
     records.write_predictions(
         output / layout.PREDICTIONS, ensemble.probabilities, ensemble.members[0].labels
     )
