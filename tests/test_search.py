@@ -24,7 +24,13 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import assert_one_error_line, compose_config, run_cli, start_cli
+from tests.conftest import (
+    assert_one_error_line,
+    compose_config,
+    run_cli,
+    run_tool,
+    start_cli,
+)
 
 optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
@@ -279,6 +285,26 @@ def test_a_failing_trial_does_not_end_the_search(
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     again = json.loads((run_dir / "metrics.json").read_text())
     assert again["validation"]["precision"] == best["value"]
+
+
+@pytest.mark.slow
+def test_a_search_whose_trials_all_fail_exits_1_and_every_view_agrees(tmp_path: Path) -> None:
+    """The search's report, its study, the sweep summary and mnist-lab-runs give each trial
+    the same status; a search with nothing finished is a failed command, not a success."""
+    sweep_dir = tmp_path / "search"
+    result = search(sweep_dir, *FAILING, "optimizer.lr=choice(1e6)", "hydra.sweeper.n_trials=2")
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "2 trials (2 fail)" in result.stdout
+    assert "best trial: none (no trial finished)" in result.stdout
+    assert [t.state for t in study_of(sweep_dir).trials] == [TrialState.FAIL] * 2
+    summary = summary_of(sweep_dir)
+    assert [job["status"] for job in summary["jobs"]] == ["failed", "failed"]
+    listed = run_tool("mnist-lab-runs", [str(sweep_dir), "--json"], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    runs = json.loads(listed.stdout)
+    assert sorted(r["status"] for r in runs) == ["failed", "failed"]
+    assert all("training diverged" in r["error"] for r in runs)
 
 
 @pytest.mark.slow

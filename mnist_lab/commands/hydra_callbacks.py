@@ -9,6 +9,7 @@ exactly as it was.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from mnist_lab.config import validate
 from mnist_lab.core.console import one_line
 from mnist_lab.core.errors import EXIT_JOB_FAILED, FolderRefused, Refused, UserError
 from mnist_lab.rundir import layout, locks, resume
+from mnist_lab.rundir.interrupts import SWEEP_PID_ENV
 from mnist_lab.sweeps import BASIC_SWEEPER, OUR_SWEEPER
 from mnist_lab.sweeps.summary import all_done, summarize
 
@@ -76,6 +78,8 @@ class ValidateConfig(Callback):
         for job_config in job_configs:
             _or_exit(validate, job_config)
         sweep_resume_hint = resume.sweep_resume_command(sweep_dir, sys.argv[1:])
+        # Workers this process starts (joblib's) stop their jobs if it is killed.
+        os.environ[SWEEP_PID_ENV] = str(os.getpid())
         if config.hydra.sweeper._target_ == OUR_SWEEPER:
             return  # the search checks its space, then takes the folder's lock itself
         _or_exit(locks.acquire, sweep_dir, "sweep folder")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,12 +29,14 @@ from mnist_lab.config.user_files import check_user_files
 from mnist_lab.core.console import FILE_ONLY, error_line, one_line
 from mnist_lab.core.errors import (
     EXIT_INTERRUPTED,
+    EXIT_JOB_FAILED,
+    EXIT_TERMINATED,
     EXIT_USER_ERROR,
     FolderRefused,
     Refused,
     UserError,
 )
-from mnist_lab.rundir import layout, records
+from mnist_lab.rundir import interrupts, layout, records
 from mnist_lab.rundir.interrupts import Interrupted, TrialPruned
 
 log = logging.getLogger("mnist_lab")
@@ -103,6 +106,12 @@ def sweep_job(cfg: DictConfig, run_dir: Path, overrides: Sequence[str]) -> dict[
         )
     except TrialPruned:
         return None
+    except Interrupted:
+        if interrupts.sweep_lost:
+            # A worker whose sweep was killed: its checkpoint is saved, nobody waits for it.
+            logging.shutdown()
+            os._exit(EXIT_TERMINATED)
+        raise
     except FolderRefused as ex:
         raise Refused(ex) from None
     except Exception as ex:
@@ -160,11 +169,31 @@ def _arguments_with_resolve(argv: list[str]) -> list[str]:
     return argv
 
 
+def lost_worker(ex: BaseException) -> str | None:
+    """What to say when a parallel launcher's worker process died under a job (``kill -9``, the
+    OOM killer): joblib ends the whole sweep with its TerminatedWorkerError. None for others."""
+    loky = sys.modules.get("joblib.externals.loky.process_executor")
+    if loky is None or not isinstance(ex, loky.TerminatedWorkerError):
+        return None
+    codes = re.search(r"exit codes of the workers are (\{.*?\})", str(ex))
+    line = (
+        "a worker process of the sweep's launcher died under its job"
+        + (f" (exit codes {codes.group(1)})" if codes else "")
+        + ": the sweep stopped; its finished jobs are kept and the others continue from their "
+        "last checkpoint"
+    )
+    hint = hydra_callbacks.sweep_resume_hint
+    return f"{line}; to resume the sweep: {hint}" if hint else line
+
+
 def as_user_error(ex: BaseException) -> UserError | None:
     """The one line a user is shown for ``ex``, as a UserError; None when ``ex`` is a bug.
 
     Shared by the CLI and the Python API, so both say the same thing.
     """
+    lost = lost_worker(ex)
+    if lost is not None:
+        return UserError(lost)
     if isinstance(ex, Refused):
         return ex.error
     if isinstance(ex, UserError):
@@ -216,7 +245,8 @@ def main() -> None:
         if error is None or (wants_trace and not isinstance(ex, (UserError, Refused))):
             raise
         error_line(str(error))
-        sys.exit(EXIT_USER_ERROR)
+        # A lost worker is a job that failed, not bad input: a sweep's status 1.
+        sys.exit(EXIT_JOB_FAILED if lost_worker(ex) else EXIT_USER_ERROR)
     _exit_now()
 
 

@@ -1,5 +1,8 @@
 """Stopping a run cleanly: Ctrl-C and SIGTERM (and the search's pruner) ask the loop to stop
 after the current compiled call; the loop then saves a checkpoint and raises ``Interrupted``.
+A sweep's job in a worker process of the sweep's own (the joblib launcher's) stops the same way
+when that process is gone (``kill -9``): nobody would see its results, and its folder's lock
+would keep the rerun from continuing it.
 
 A second signal exits at once: TensorFlow's checkpoint state file is replaced atomically, so an
 interrupted write is never read as a checkpoint.
@@ -17,6 +20,13 @@ from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+# Set by a sweep's process for the workers it starts: the process that observes their jobs.
+SWEEP_PID_ENV = "MNIST_LAB_SWEEP_PID"
+# How often a worker looks for its sweep's process (a stop waits for the current steps anyway).
+_WATCH_SECONDS = 1.0
+# Set once this worker's sweep process was found gone: the worker ends after its checkpoint.
+sweep_lost = False
 
 
 class Interrupted(BaseException):  # noqa: N818 - named for what happened, like KeyboardInterrupt
@@ -61,11 +71,32 @@ class StopRequests:
             return
         signals = (signal.SIGINT, signal.SIGTERM)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
+        done = threading.Event()
+        sweep_pid = _observing_sweep()
+        if sweep_pid is not None:
+            watch = (sweep_pid, done)
+            threading.Thread(target=self._watch, args=watch, daemon=True).start()
         try:
             yield
         finally:
+            done.set()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _watch(self, sweep_pid: int, done: threading.Event) -> None:
+        """Stop, as SIGTERM would, once the sweep's process is gone (this one is re-parented)."""
+        global sweep_lost
+        while not done.wait(_WATCH_SECONDS):
+            if os.getppid() != sweep_pid:
+                sweep_lost = True
+                if self.signum is None:
+                    self.signum = signal.SIGTERM
+                    log.warning(
+                        "the sweep's process %d is gone: stopping after the current steps to "
+                        "save a checkpoint",
+                        sweep_pid,
+                    )
+                return
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.signum is not None:
@@ -78,3 +109,13 @@ class StopRequests:
             "%s: stopping after the current steps to save a checkpoint (again to quit at once)",
             signal.Signals(signum).name,
         )
+
+
+def _observing_sweep() -> int | None:
+    """The pid of the sweep's process when this process is a worker it started itself (the
+    joblib launcher's); None in the sweep's own process, a single run, Ray or SLURM."""
+    try:
+        pid = int(os.environ.get(SWEEP_PID_ENV, ""))
+    except ValueError:
+        return None
+    return pid if pid != os.getpid() and pid == os.getppid() else None
