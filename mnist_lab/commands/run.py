@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hydra_plugins.mnist_lab_optuna import expose_to_hydra
 from mnist_lab.commands import hydra_callbacks
+from mnist_lab.commands.output import guard_stdout, lost_output_status
 from mnist_lab.config import register_configs, validate
 from mnist_lab.config.user_files import check_user_files
 from mnist_lab.core.console import FILE_ONLY, error_line, one_line
@@ -138,15 +139,16 @@ def objective(cfg: DictConfig, metrics: dict[str, Any] | None) -> Any:
     return metrics[split][name]
 
 
-def _exit_now() -> None:
-    """End a finished single run without TensorFlow's teardown, which takes about a second.
+def _exit_now(status: int) -> None:
+    """End the command with ``status``; a finished single run without TensorFlow's teardown,
+    which takes about a second.
 
     Everything the run wrote is closed by then (summary writers, checkpoints, metrics.json);
     logging and the standard streams are flushed here. Sweeps exit normally: their launchers
     (Ray, joblib) clean up their workers at exit.
     """
-    if _finished_modes != [RunMode.RUN]:
-        return
+    if status != 0 or _finished_modes != [RunMode.RUN]:
+        sys.exit(status)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -225,6 +227,20 @@ def as_user_error(ex: BaseException) -> UserError | None:
 
 
 def main() -> None:
+    # The run's results are its folder: output that cannot be printed (a full disk, a file-size
+    # limit, a reader gone) is dropped and reported at the end, never the end of the run.
+    stdout = guard_stdout()
+    try:
+        _main()
+        status = 0
+    except SystemExit as ex:
+        if ex.code is not None and not isinstance(ex.code, int):
+            raise  # a message for Python to print
+        status = ex.code or 0
+    _exit_now(lost_output_status(stdout, status))
+
+
+def _main() -> None:
     # Let exceptions reach us instead of Hydra's reporter, so each user error becomes one line.
     # A user who sets HYDRA_FULL_ERROR themselves still gets the full trace of Hydra's errors.
     wants_trace = "HYDRA_FULL_ERROR" in os.environ
@@ -247,7 +263,6 @@ def main() -> None:
         error_line(str(error))
         # A lost worker is a job that failed, not bad input: a sweep's status 1.
         sys.exit(EXIT_JOB_FAILED if lost_worker(ex) else EXIT_USER_ERROR)
-    _exit_now()
 
 
 if __name__ == "__main__":
