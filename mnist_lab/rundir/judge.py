@@ -96,11 +96,11 @@ def metrics_damage(metrics: Any) -> str | None:
         if found:
             return f"{split}{found}"
     for key, check, expected in _FIELDS:
-        value = _at(metrics, key)
+        value = metric(metrics, key)
         if value is not None and not check(value):
             return f"{key} is {_shown(value)}, expected {expected}"
     for split in ("validation", "test"):
-        found = _per_class_damage(_at(metrics, f"per_class.{split}"))
+        found = _per_class_damage(metric(metrics, f"per_class.{split}"))
         if found:
             return f"per_class.{split}{found}"
     return None
@@ -148,7 +148,9 @@ def _per_class_damage(node: Any) -> str | None:
     return None if len(lengths) == 1 else ": precision, recall and support of other lengths"
 
 
-def _at(metrics: dict[str, Any], key: str) -> Any:
+def metric(metrics: dict[str, Any] | None, key: str) -> Any:
+    """The value at a dotted key of metrics.json (``validation.precision``, ``wall_seconds``,
+    ``stop.target.training_seconds``); None where the record has no such key."""
     node: Any = metrics
     for part in key.split("."):
         if not isinstance(node, dict):

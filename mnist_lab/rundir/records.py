@@ -27,6 +27,7 @@ import yaml
 from mnist_lab.core.files import replacing
 from mnist_lab.rundir import layout, locks
 from mnist_lab.rundir.judge import is_int, iso_seconds, metrics_damage
+from mnist_lab.rundir.judge import metric as metric  # records.metric, as everything reads it
 
 RUNNING, FINISHED, PRUNED, FAILED, INTERRUPTED = (
     "running",
@@ -82,17 +83,6 @@ def read_yaml(path: Path) -> Any:
         return yaml.load(Path(path).read_text(), Loader=_SAFE_LOADER)
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         return None
-
-
-def metric(metrics: dict[str, Any] | None, key: str) -> Any:
-    """The value at a dotted key of metrics.json (``validation.precision``, ``wall_seconds``,
-    ``stop.target.training_seconds``); None where the record has no such key."""
-    node: Any = metrics
-    for part in key.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
