@@ -16,8 +16,10 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
+
+from mnist_lab.core.console import FILE_ONLY
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +102,14 @@ class StopRequests:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.signum is not None:
-            log.warning("%s again: exiting now", signal.Signals(signum).name)
-            sys.stdout.flush()
-            sys.stderr.flush()
+            name = signal.Signals(signum).name
+            log.warning("%s again: exiting now", name, extra=FILE_ONLY)  # the run's log file
+            # Straight to the descriptor: this handler may have interrupted a write to the same
+            # buffered stream, which Python then refuses to reenter (the line would be lost).
+            with suppress(OSError):
+                os.write(sys.stderr.fileno(), f"{name} again: exiting now\n".encode())
+            with suppress(Exception):
+                sys.stdout.flush()
             os._exit(128 + signum)  # nothing half-written is ever read: no cleanup to wait for
         self.signum = signum
         log.warning(
