@@ -334,6 +334,9 @@ def test_a_different_search_in_the_folder_is_refused_and_n_trials_can_grow(
     again = search(sweep_dir, *FAILING, "hydra.sweeper.n_trials=4")
     assert again.returncode == 1, again.stdout[-3000:] + again.stderr[-3000:]
     assert "dropped an unfinished last line" in again.stdout
+    # The cut bytes are kept, never lost: a file that only looked like a killed write keeps all.
+    kept = sweep_dir / "optuna.journal.unfinished"
+    assert kept.read_bytes() == b'{"op_code": 5, "worker_id": "x", "trial_id": 1, "us'
     assert not re.search(r"^trial \d+: ", again.stdout, re.M)
     assert {k: v for k, v in digest(sweep_dir).items() if re.match(r"\d/", k)} == {
         k: v for k, v in before.items() if re.match(r"\d/", k)
@@ -364,6 +367,8 @@ def test_a_damaged_journal_line_anywhere_is_named_and_nothing_is_written(
         b'{"op_code": 99, "worker_id": "w"}\n': "an operation Optuna does not know (op_code 99)",
         b'{"op_code": "5", "worker_id": "w"}\n': "an operation Optuna does not know (op_code '5')",
         b'{"op_code": 0, "worker_id": "w"}\n': "Optuna cannot replay it",  # no study name
+        b"[" * 100_000 + b"]" * 100_000 + b"\n": "nested thousands of levels deep",
+        b'{"op_code": 0, "worker_id": "w"}\r{"op_code": 0}\n': "lines ended by carriage returns",
     }
     for number, (line, says) in enumerate(damages.items()):
         sweep_dir = tmp_path / f"search{number}"
@@ -380,10 +385,14 @@ def test_a_damaged_journal_line_anywhere_is_named_and_nothing_is_written(
     subprocess.run(keep.split("; or choose")[0], shell=True, check=True, cwd=tmp_path)
     assert (sweep_dir / "optuna.journal").read_bytes() == b"".join(lines[:middle])
     # The job folders of the trials that were lost are moved aside, not deleted.
-    assert sorted(p.name for p in (sweep_dir / "lost-trials").iterdir()), error
+    # Outside the sweep folder: inside it they would be listed and ranked as its jobs.
+    lost = sweep_dir.with_name(f"{sweep_dir.name}.lost-trials")
+    assert sorted(p.name for p in lost.iterdir()), error
     again = search(sweep_dir, *FAILING, "hydra.sweeper.n_trials=4")
     assert again.returncode == 1, again.stdout[-3000:] + again.stderr[-3000:]  # a failing trial
     assert len(study_of(sweep_dir).trials) == 4
+    counts = summary_of(sweep_dir)["counts"]  # the four trials, and no folder moved aside
+    assert counts["finished"] + counts["failed"] == sum(counts.values()) == 4
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ is cut (it never happened); in a shared one it may be another machine's write in
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -19,16 +20,24 @@ from optuna.storages.journal._storage import JournalOperation, JournalStorageRep
 
 from mnist_lab.core.console import console, one_line
 from mnist_lab.core.errors import UserError
+from mnist_lab.core.files import replacing
 from mnist_lab.rundir import layout
 
 _KNOWN = {op.value for op in JournalOperation}
-# Where the refusal's command moves the job folders of trials the kept lines do not hold.
-LOST = "lost-trials"
+# Beside the sweep folder (``<sweep>.lost-trials``), where the refusal's command moves the job
+# folders of trials the kept lines do not hold: inside it they would be listed as its jobs.
+LOST = ".lost-trials"
+# Beside the journal: the bytes of an unfinished last line that repair_journal cut.
+UNFINISHED = ".unfinished"
 
 
 def repair_journal(path: Path) -> None:
     """A kill during a write can leave half a line at the end of the journal; Optuna would
-    refuse the file once another line follows it. Cut it: that change never happened."""
+    refuse the file once another line follows it. Cut it: that change never happened. The cut
+    bytes are kept beside it (``<journal>.unfinished``): a file that only looks like a killed
+    write (lines ended otherwise than by ``\\n``) loses nothing."""
+    if not path.is_file():
+        return  # absent, or something else in its place: check_journal and Optuna say so
     try:
         with path.open("rb+") as f:
             size = f.seek(0, 2)
@@ -36,29 +45,42 @@ def repair_journal(path: Path) -> None:
                 return
             f.seek(0)
             data = f.read()
-            f.truncate(data.rfind(b"\n") + 1)
-        console.print(f"{path}: dropped an unfinished last line (a killed write)", markup=False)
-    except FileNotFoundError:
-        return
+            end = data.rfind(b"\n") + 1
+            kept = path.with_name(path.name + UNFINISHED)
+            with replacing(kept) as tmp:
+                tmp.write_bytes(data[end:])
+            f.truncate(end)
     except OSError as ex:
         raise UserError(f"cannot read the study journal {path}: {ex.strerror or ex}") from ex
+    console.print(
+        f"{path}: dropped an unfinished last line of {size - end} bytes (a killed write); "
+        f"kept in {kept}",
+        markup=False,
+    )
 
 
 def check_journal(path: Path, sweep_dir: Path, study_name: str) -> None:
     """Refuse a journal with a line Optuna cannot replay: one line naming it, nothing written.
     Its command also moves aside the job folders of the trials that keeping part would lose,
     which the search would otherwise refuse as strangers."""
+    if not os.path.lexists(path):
+        return  # a new search
+    if not path.is_file():
+        raise UserError(
+            f"the study journal {path} is not a file (a folder, a FIFO or a device): "
+            "expected Optuna's journal file, or nothing there; choose a new hydra.sweep.dir"
+        )
     try:
-        lines = path.read_bytes().splitlines(keepends=True)
-    except FileNotFoundError:
-        return
+        # Optuna ends every operation with "\n"; the part after the last is being written (a
+        # shared journal), or a killed write that repair_journal cuts.
+        *lines, unfinished = path.read_bytes().split(b"\n")
     except OSError as ex:
         raise UserError(f"cannot read the study journal {path}: {ex.strerror or ex}") from ex
+    if b"\r" in unfinished:  # other line ends: a file written by something else
+        lines.append(unfinished)
     replay = JournalStorageReplayResult("mnist-lab-check-")
     for number, line in enumerate(lines, start=1):
-        if not line.endswith(b"\n"):
-            break  # being written (a shared journal), or cut by repair_journal
-        damage = _damage(line)
+        damage = _damage(line) if b"\r" not in line else "lines ended by carriage returns"
         if damage is None:
             try:
                 replay.apply_logs([json.loads(line)])
@@ -74,6 +96,8 @@ def _damage(line: bytes) -> str | None:
         log: Any = json.loads(line)
     except (ValueError, UnicodeDecodeError):
         return "not JSON"
+    except RecursionError:
+        return "not an Optuna operation (JSON nested thousands of levels deep)"
     if not isinstance(log, dict) or not isinstance(log.get("worker_id"), str):
         return "not an Optuna operation (a JSON object with op_code and worker_id)"
     op = log.get("op_code")
@@ -102,7 +126,7 @@ def _refusal(path: Path, number: int, damage: str, sweep_dir: Path, lost: list[s
     quoted, kept = shlex.quote(str(path)), shlex.quote(f"{path}.readable")
     keep = f"head -n {number - 1} {quoted} > {kept} && mv {kept} {quoted}"
     if lost:
-        aside = shlex.quote(str(sweep_dir / LOST))
+        aside = shlex.quote(str(sweep_dir.with_name(sweep_dir.name + LOST)))
         folders = " ".join(shlex.quote(str(sweep_dir / name)) for name in lost)
         keep += f" && mkdir -p {aside} && mv {folders} {aside}/"
     return (

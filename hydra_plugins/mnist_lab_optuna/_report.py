@@ -34,7 +34,15 @@ def report(study: Study, definition: Definition) -> None:
         + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
         + f"); {settings.shown_storage}"
     ]
-    best = _best(study, definition, finished)
+    # A trial told complete whose folder no longer holds a sound result (its metrics.json was
+    # damaged since): the summary calls it interrupted, so it is not the best here either.
+    unsound = _unsound(study, finished)
+    for number, why in unsound.items():
+        lines.append(
+            f"trial {number}: complete in the study, but {why}: not ranked; "
+            f"`mnist-lab-runs {settings.job_dir(number)}` says how to complete it"
+        )
+    best = _best(study, definition, [t for t in finished if t.number not in unsound])
     if best["trial"] is None:
         lines.append("best trial: none (no trial finished)")
     else:
@@ -76,7 +84,9 @@ def _best(
     }
     if not finished:
         return best
-    trial = study.optuna_study.best_trial
+    # Optuna's own choice (the first of the best values), among the trials still sound.
+    sign = 1 if definition.direction == "maximize" else -1
+    trial = max(finished, key=lambda t: (sign * float(t.value or 0.0), -t.number))
     overrides = trial.user_attrs.get(OVERRIDES_ATTR) or definition.space.overrides(trial.params)
     sweep_dir = Path(trial.user_attrs.get(SWEEP_DIR_ATTR, settings.sweep_dir))
     return {
@@ -90,6 +100,18 @@ def _best(
         # optimizer and the steps), its multirun mode does not.
         "command": shlex.join(["mnist-lab", *overrides, "hydra.mode=RUN"]),
     }
+
+
+def _unsound(study: Study, finished: list[optuna.trial.FrozenTrial]) -> dict[int, str]:
+    """This folder's complete trials whose job folder is not finished now, and why."""
+    unsound = {}
+    for trial in finished:
+        if not study.ours(trial):
+            continue  # another machine's folder: its own search reads it
+        info = records.read_run(study.settings.job_dir(trial.number))
+        if not info.finished:
+            unsound[trial.number] = info.damaged or f"its folder is {info.status}"
+    return unsound
 
 
 def _importances(

@@ -54,10 +54,11 @@ class Study:
 def open_study(settings: Settings, definition: Definition) -> Study:
     """The study of this search, created or resumed; a UserError where the storage or the
     sweep folder holds something else."""
-    if settings.own_storage:
-        repair_journal(Path(settings.storage_spec))
+    # Read whole first: a journal damaged anywhere is refused before anything is cut or added.
     if not job_side.is_url(settings.storage_spec):
         check_journal(Path(settings.storage_spec), settings.sweep_dir, settings.name)
+    if settings.own_storage:
+        repair_journal(Path(settings.storage_spec))
     storage = job_side.open_storage(settings.storage_spec)
     studies = {s.study_name for s in storage.get_all_studies()}
     others = sorted(studies - {settings.name})

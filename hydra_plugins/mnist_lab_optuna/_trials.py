@@ -31,7 +31,7 @@ from hydra_plugins.mnist_lab_optuna._definition import Definition, JobConfigs
 from hydra_plugins.mnist_lab_optuna._study import ENDED, OVERRIDES_ATTR, SWEEP_DIR_ATTR, Study
 from mnist_lab.core.console import console
 from mnist_lab.core.errors import Refused, UserError
-from mnist_lab.rundir import layout, records
+from mnist_lab.rundir import layout, records, resume
 from mnist_lab.rundir.resume import hydra_value
 from mnist_lab.sweeps import trial as job_side
 
@@ -62,6 +62,7 @@ class Trials:
                     "wait for it to end, then run this command again"
                 )
             if info is None or info.status == records.INTERRUPTED:
+                resume.check_own_files(job_dir)  # before Hydra opens its files again
                 self.relaunch.append(trial.number)
             else:
                 self._tell(trial.number, info, None)
