@@ -330,6 +330,7 @@ def fake_run(
         split: ensemble.score(probabilities[split], labels[split]).as_dict() for split in SPLITS
     }
     metrics["data"] = {"name": "fake", "location": "here", "fingerprint": fingerprint}
+    metrics["step"] = 10
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     return run_dir
 

@@ -424,7 +424,7 @@ def test_a_damaged_run_record_refuses_the_resume(tmp_path: Path) -> None:
     process.communicate()
     (run_dir / "checkpoints" / "run.json").write_text("")
     result = run_cli([*args, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
-    assert_one_error_line(result, "the data it was trained on is not recorded")
+    assert_one_error_line(result, "checkpoints/run.json is damaged (not a JSON object)")
 
 
 def test_ctrl_c_in_a_jobs_last_step_stops_the_sweep(tmp_path: Path) -> None:

@@ -11,9 +11,6 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from omegaconf import OmegaConf
 
 from mnist_lab.commands import run_command
 from mnist_lab.core.errors import UserError
@@ -60,6 +57,11 @@ def _no_best(run_dir: Path, folder: Path) -> None:
             "(data.validation_size=0), and the best is chosen on it; evaluate its last "
             "checkpoint without --best"
         )
+    if records.read_run(run_dir).finished:
+        raise UserError(
+            f"no best checkpoint in {folder}: the run kept one and it is not there (deleted?); "
+            "evaluate its last checkpoint without --best"
+        )
     raise UserError(f"no checkpoint in {folder}: the run saved none yet")
 
 
@@ -87,20 +89,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_config(run_dir: Path) -> Any:
-    """The config of a run's results, or of its checkpoints; UserError when it has none."""
-    info = records.read_run(run_dir)
-    if info.config is None:
-        raise UserError(
-            f"{run_dir} has no readable config (checkpoints/config.yaml or metrics.json): "
-            "expected a run folder written by mnist-lab"
-        )
-    return OmegaConf.create(info.config)
-
-
 def evaluate(target: Target, splits: list[str], output: Path) -> dict:
     """Restore ``target``, evaluate ``splits``, print the report, write ``output``."""
-    cfg = run_config(target.run_dir)
+    cfg = resume.recorded_config(target.run_dir)
     from mnist_lab.core.backend import configure_tensorflow  # TensorFlow: only once args are good
     from mnist_lab.data import load_dataset
     from mnist_lab.rundir.checkpoints import latest_checkpoint, restore_model

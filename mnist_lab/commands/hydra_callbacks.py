@@ -53,6 +53,7 @@ def _prepare_run(config: DictConfig) -> None:
     validate(config)
     run_dir = Path(str(config.hydra.run.dir))
     resume.check_is_a_run_folder(run_dir)
+    resume.check_own_files(run_dir)
     locks.acquire(run_dir)
     resume.plan(run_dir, config)
 
@@ -80,6 +81,7 @@ class ValidateConfig(Callback):
         sweep_resume_hint = resume.sweep_resume_command(sweep_dir, sys.argv[1:])
         # Workers this process starts (joblib's) stop their jobs if it is killed.
         os.environ[SWEEP_PID_ENV] = str(os.getpid())
+        _or_exit(resume.check_own_files, sweep_dir, layout.SWEEP_OPENED_IN_PLACE)
         if config.hydra.sweeper._target_ == OUR_SWEEPER:
             return  # the search checks its space, then takes the folder's lock itself
         _or_exit(locks.acquire, sweep_dir, "sweep folder")
@@ -92,6 +94,7 @@ class ValidateConfig(Callback):
         for number, job_config in enumerate(job_configs):
             job_dir = sweep_dir / str(number)
             if job_dir.is_dir():
+                _or_exit(resume.check_own_files, job_dir)
                 _or_exit(resume.plan, job_dir, job_config, exact=True)
         # A folder of a larger sweep: its jobs past this one's would be ranked with them.
         for marker in sweep_dir.glob(f"*/{layout.HYDRA}"):
@@ -138,7 +141,10 @@ class SweepSummary(Callback):
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        ranked = summarize(Path(str(config.hydra.sweep.dir)), expected=grid_jobs(config) or [])
+        # _or_exit: a summary that cannot be written (a folder where summary.json belongs, a
+        # full disk) is one error line, not Hydra's warning and a status 0.
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        ranked = _or_exit(summarize, sweep_dir, expected=grid_jobs(config) or [])
         if not all_done(ranked):
             # SystemExit, like ValidateConfig: Hydra would turn an Exception into a warning.
             raise SystemExit(EXIT_JOB_FAILED)

@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from mnist_lab.commands import run_command
 from mnist_lab.core.console import console
 from mnist_lab.core.errors import UserError
 from mnist_lab.data import CLASS_NAMES, DIGITS
 from mnist_lab.data.images import FITS, load_image, preprocess, warn_if_blank
-from mnist_lab.rundir import records
+from mnist_lab.rundir import records, resume
 from mnist_lab.rundir.layout import CHECKPOINTS, MODEL
 
 # ---------------------------------------------------------------- model
@@ -30,8 +29,9 @@ def load_model(path: Path) -> tuple[Any, Any]:
     .keras file, and the config of the run it belongs to, when there is one (else None)."""
     run_dir = path if path.is_dir() else path.parent
     model_file = path / MODEL if path.is_dir() else path
-    info = records.read_run(run_dir)
-    cfg = OmegaConf.create(info.config) if info.config is not None else None
+    # The run's config, checked; a bare .keras file (no run around it) has none.
+    has_config = records.read_run(run_dir).config is not None
+    cfg = resume.recorded_config(run_dir) if has_config else None
     if not model_file.is_file() and not (path.is_dir() and cfg is not None):
         raise UserError(f"no model at {path}: expected a run dir of mnist-lab or a .keras file")
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from mnist_lab import listing
 from mnist_lab.commands import run_command
@@ -117,6 +118,25 @@ def _folders_and_filters(args: argparse.Namespace) -> tuple[list[str], list[str]
 # ---------------------------------------------------------------- the commands
 
 
+def _json(record: dict[str, Any]) -> str:
+    """Strict JSON: a NaN or an infinity (from a hand-edited config.yaml, say) is not JSON, so
+    it is written as the string "nan", "inf" or "-inf", as YAML and Python print it."""
+    try:
+        return json.dumps(record, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(record), allow_nan=False)
+
+
+def _finite(node: Any) -> Any:
+    if isinstance(node, float) and not math.isfinite(node):
+        return str(node)
+    if isinstance(node, dict):
+        return {k: _finite(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_finite(v) for v in node]
+    return node
+
+
 def list_runs(args: argparse.Namespace) -> None:
     if args.json and args.csv:
         raise UserError("--json and --csv: choose one")
@@ -124,7 +144,7 @@ def list_runs(args: argparse.Namespace) -> None:
     found = listing.runs(folders, filters, sort=args.sort, limit=args.limit, reverse=args.reverse)
     if args.json:
         # A record a line: json's fast encoder (an indent would take the slow one), and diffable.
-        lines = ",\n".join(json.dumps(run.to_dict()) for run in found)
+        lines = ",\n".join(_json(run.to_dict()) for run in found)
         sys.stdout.write(f"[\n{lines}\n]\n" if found else "[]\n")
     elif args.csv:
         write_csv(found)

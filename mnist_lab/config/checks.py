@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnist_lab.config.schemas import SCHEMAS, Config
+from mnist_lab.core.console import one_line
 from mnist_lab.core.errors import UserError
 
 # The architectures, optimizers and data sets the code knows: ``<group>.name`` is one of them.
@@ -276,3 +277,28 @@ def _check_finite(node: Any, prefix: str = "") -> None:
             _check_finite(item, prefix)
     elif isinstance(node, float) and not math.isfinite(node):
         _fail(prefix, node, "a finite number")
+
+
+def check_recorded(config: Any, source: str) -> DictConfig:
+    """A run's recorded config (what eval and predict rebuild the model from), typed by the
+    option schemas and checked as the run's own was: a damaged one is one line naming
+    ``source``, never a traceback from deep in the model code."""
+    try:
+        if not isinstance(config, dict):
+            raise UserError(f"expected a mapping, found {type(config).__name__}")
+        typed: dict[str, Any] = {}
+        for group, options in SCHEMAS.items():
+            node = config.get(group)
+            name = node.get("name") if isinstance(node, dict) else None
+            schema = options.get("default" if group == "trainer" else str(name))
+            if schema is None:
+                raise UserError(f"{group}.name={name!r}: expected one of {', '.join(options)}")
+            typed[group] = OmegaConf.structured(schema)
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), typed, config)
+        assert isinstance(cfg, DictConfig)
+        validate(cfg)
+    except UserError as ex:
+        raise UserError(f"{source} holds a damaged config: {ex}") from None
+    except Exception as ex:  # OmegaConf's type errors, and whatever a wrong shape raises
+        raise UserError(f"{source} holds a damaged config: {one_line(ex)}") from None
+    return cfg

@@ -161,7 +161,8 @@ def check_output(output: Path, named: bool = True) -> None:
     existing = records.read_json(output / layout.METRICS)
     if (output / layout.METRICS).exists() and (existing is None or "ensemble" not in existing):
         raise UserError(
-            f"{shown} holds a metrics.json that no ensemble wrote: choose another folder"
+            f"{shown} holds a metrics.json that no ensemble wrote (or a damaged one): remove "
+            "it, or choose another folder"
         )
 
 

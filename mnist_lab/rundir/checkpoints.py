@@ -84,7 +84,8 @@ class Checkpoints:
         self._step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self._precision = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
         tracked = tracked_state(model, self._step)
-        seed_variable = tf.Variable(seed, dtype=tf.int64, trainable=False)
+        self._seed = seed
+        seed_variable = self._seed_variable = tf.Variable(seed, dtype=tf.int64, trainable=False)
         # Only runs that have such state track it: older checkpoints keep their shape.
         extra = {}
         if self._state is not None:
@@ -116,6 +117,13 @@ class Checkpoints:
             except UNREADABLE as ex:
                 log.warning("checkpoint %s is unreadable, using the one before: %s", path, _why(ex))
                 continue
+            if int(self._seed_variable.numpy()) != self._seed:
+                # The records said this seed; the weights and the data order say another.
+                raise UserError(
+                    f"cannot resume from {path}: it was trained with seed "
+                    f"{int(self._seed_variable.numpy())}, and the run's records say seed "
+                    f"{self._seed} (were they changed?); use another hydra.run.dir"
+                )
             step = int(self._step.numpy())
             self._saved_step = step
             if self._state is not None:
@@ -213,11 +221,17 @@ def latest_checkpoint(path: Path) -> str:
     """
     if not Path(path).is_dir():
         return str(path)
-    try:
-        latest = tf.train.latest_checkpoint(str(path))
-    except UNREADABLE:
-        latest = None
+    latest = None
+    if _plain_file(Path(path) / STATE_FILE):  # a FIFO there would block TensorFlow's read
+        try:
+            latest = tf.train.latest_checkpoint(str(path))
+        except UNREADABLE:
+            latest = None
     found = checkpoint_files(path)
+    if latest is not None and not _inside(path, latest):
+        # A state file may name any path: only this folder's own checkpoints count.
+        log.warning("%s: the state file names %s, outside the folder; not used", path, latest)
+        latest = found[-1] if found else None
     if latest is None and found:
         log.warning("%s: the state file is damaged; using the newest ckpt file", path)
         latest = found[-1]
@@ -231,13 +245,18 @@ def repair_state_file(folder: Path) -> None:
     found = checkpoint_files(folder)
     if not found:
         return
-    try:
-        state = tf.train.get_checkpoint_state(str(folder))
-    except UNREADABLE:
-        state = None
+    state = None
+    if _plain_file(folder / STATE_FILE):
+        try:
+            state = tf.train.get_checkpoint_state(str(folder))
+        except UNREADABLE:
+            state = None
     if state is not None and state.model_checkpoint_path and state.all_model_checkpoint_paths:
         listed = [state.model_checkpoint_path, *state.all_model_checkpoint_paths]
-        if all(Path(folder, Path(p).name + ".index").is_file() for p in listed):
+        # Each one this folder's own (a path elsewhere would resume another run's weights).
+        if all(
+            _inside(folder, p) and Path(folder, Path(p).name + ".index").is_file() for p in listed
+        ):
             return
     log.warning(
         "%s/%s is damaged or empty: rebuilt from %d ckpt files", folder, STATE_FILE, len(found)
@@ -251,6 +270,16 @@ def repair_state_file(folder: Path) -> None:
     lines += [f"last_preserved_timestamp: {min(times) - 1}"]
     with replacing(folder / STATE_FILE) as partial:  # atomically, as TensorFlow writes it
         partial.write_text("\n".join(lines) + "\n")
+
+
+def _inside(folder: Path, checkpoint: str) -> bool:
+    """Whether ``checkpoint`` (as TensorFlow reads a state file: joined to ``folder`` when the
+    file names it relatively) is a checkpoint of ``folder`` itself."""
+    return Path(checkpoint).resolve().parent == Path(folder).resolve()
+
+
+def _plain_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
 
 
 def remove_leftovers(folder: Path) -> None:

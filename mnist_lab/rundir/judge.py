@@ -1,11 +1,14 @@
-"""Whether a run's ``metrics.json`` can be believed: the one rule that resume, the sweep
-summary, the search, ``mnist-lab-runs``, ``mnist_lab.runs()`` and the ensemble all apply
-(through ``records.read_run``), so none of them shows or ranks a record another refuses.
+"""Whether a run's records can be believed: the one rule for ``metrics.json`` that resume, the
+sweep summary, the search, ``mnist-lab-runs``, ``mnist_lab.runs()`` and the ensemble all apply
+(through ``records.read_run``), so none of them shows or ranks a record another refuses; and
+the same rule for ``checkpoints/run.json``, whose training figures a rerun carries into it.
 
 mnist-lab writes every field below with one type; a file where one has another (a number
-where a time belongs, a string where a number belongs), a precision that is not a number in
-[0, 1] or disagrees with its split's counts, is damaged: none of its figures is shown, ranked
-or chosen. A field absent (a run made by an older mnist-lab) or null is not damage.
+where a time belongs, a string where a number belongs), a number that is NaN or infinite
+anywhere in it, a precision that is not a number in [0, 1] or disagrees with its split's
+counts, is damaged: none of its figures is shown, ranked or chosen. Every mnist-lab that wrote
+results recorded their ``step``: without it a record is damaged. Another field absent (a run
+made by an older mnist-lab: before 2026-11-23, ``config`` too) or null is not damage.
 """
 
 from __future__ import annotations
@@ -86,23 +89,87 @@ _FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
 )
 
 
+# What every metrics.json mnist-lab wrote has, and what a stop record has with it.
+_REQUIRED = ("step",)
+_STOP_REQUIRED = ("stop.reason", "stop.step", "stop.best_step")
+# checkpoints/run.json: what the run is (written first), and its training figures once trained.
+_RECORD_FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("started", lambda v: iso_seconds(v) is not None, "an ISO 8601 time"),
+    ("overrides", _strings, "a list of strings"),
+    ("data", lambda v: isinstance(v, dict), "an object"),
+    ("data.name", lambda v: isinstance(v, str), "a string"),
+    ("data.location", lambda v: isinstance(v, str), "a string"),
+    ("data.fingerprint", lambda v: isinstance(v, str), "a string"),
+    ("training", lambda v: isinstance(v, dict), "an object"),
+)
+
+
 def metrics_damage(metrics: Any) -> str | None:
     """What is wrong with a ``metrics.json``'s content, naming the key and what was expected;
     None when it is sound."""
     if not isinstance(metrics, dict):
         return "not a JSON object"
+    missing = [key for key in _REQUIRED if metric(metrics, key) is None]
+    if metrics.get("stop") is not None:
+        missing += [key for key in _STOP_REQUIRED if metric(metrics, key) is None]
+    if missing:
+        return f"it has no {missing[0]} (every mnist-lab records it)"
+    not_finite = _not_finite(metrics)
+    if not_finite:
+        return not_finite
     for split in layout.SPLITS:
         found = _split_damage(metrics.get(split))
         if found:
             return f"{split}{found}"
-    for key, check, expected in _FIELDS:
-        value = metric(metrics, key)
-        if value is not None and not check(value):
-            return f"{key} is {_shown(value)}, expected {expected}"
+    found = _fields_damage(metrics, _FIELDS)
+    if found:
+        return found
     for split in ("validation", "test"):
         found = _per_class_damage(metric(metrics, f"per_class.{split}"))
         if found:
             return f"per_class.{split}{found}"
+    return None
+
+
+def run_record_damage(record: Any) -> str | None:
+    """What is wrong with a ``checkpoints/run.json``'s content; None when it is sound. Its
+    training figures are judged as metrics.json's, where a rerun copies them."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if metric(record, "data.fingerprint") is None:
+        return "it has no data.fingerprint (every mnist-lab records it)"
+    training = record.get("training")
+    return (
+        _not_finite(record)
+        or _fields_damage(record, _RECORD_FIELDS)
+        or (None if training is None else _fields_damage(training, _FIELDS, "training."))
+    )
+
+
+def _fields_damage(
+    record: dict[str, Any], fields: tuple[tuple[str, Callable[[Any], bool], str], ...], at: str = ""
+) -> str | None:
+    for key, check, expected in fields:
+        value = metric(record, key)
+        if value is not None and not check(value):
+            return f"{at}{key} is {_shown(value)}, expected {expected}"
+    return None
+
+
+def _not_finite(node: Any, at: str = "") -> str | None:
+    """``machine.cores is nan``: the first NaN or infinity anywhere (mnist-lab writes none)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return f"{at or 'the record'} is {node}, expected a finite number"
+    if isinstance(node, dict):
+        items: Any = ((f"{at}.{k}" if at else str(k), v) for k, v in node.items())
+    elif isinstance(node, list):
+        items = ((f"{at}[{i}]", v) for i, v in enumerate(node))
+    else:
+        return None
+    for key, value in items:
+        found = _not_finite(value, key)
+        if found:
+            return found
     return None
 
 

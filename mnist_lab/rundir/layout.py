@@ -49,6 +49,18 @@ MULTIRUN = "multirun.yaml"  # Hydra's record of the sweep's config and command l
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"
 
+# The files that Hydra or TensorFlow open in place (not written beside and renamed, as ours
+# are): a link there would be written through, and a FIFO would block the command.
+OPENED_IN_PLACE = (
+    LOG,
+    f"{HYDRA}/config.yaml",
+    f"{HYDRA}/hydra.yaml",
+    f"{HYDRA}/overrides.yaml",
+    f"{CHECKPOINTS}/{STATE_FILE}",
+    f"{CHECKPOINTS}/{BEST}/{STATE_FILE}",
+)
+SWEEP_OPENED_IN_PLACE = (MULTIRUN,)
+
 
 def checkpoints_dir(run_dir: Path) -> Path:
     return Path(run_dir) / CHECKPOINTS
@@ -75,11 +87,19 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def checkpoint_steps(folder: Path) -> list[int]:
-    """The steps of the checkpoints in ``folder`` (a run's ``checkpoints/``), from their
-    ``ckpt-N.index`` files, oldest first."""
+    """The steps of the checkpoints in ``folder`` (a run's ``checkpoints/``), oldest first: those
+    with both their ``ckpt-N.index`` and their data file (a stray index is no checkpoint)."""
     prefix = f"{CHECKPOINT_PREFIX}-"
-    names = (p.name[len(prefix) : -len(".index")] for p in Path(folder).glob(f"{prefix}*.index"))
-    return sorted(int(n) for n in names if n.isdigit())
+    indexed, with_data = set(), set()
+    for path in Path(folder).glob(f"{prefix}*"):
+        step, _, kind = path.name[len(prefix) :].partition(".")
+        if not (step.isdigit() and path.is_file()):
+            continue
+        if kind == "index":
+            indexed.add(int(step))
+        elif kind.startswith("data-"):
+            with_data.add(int(step))
+    return sorted(indexed & with_data)
 
 
 def has_checkpoint(run_dir: Path) -> bool:

@@ -8,7 +8,9 @@ locks the run folder before Hydra writes into it, the loop asks again).
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +37,12 @@ def acquire(folder: Path, what: str = "run folder") -> None:
         raise UserError(f"{folder}: a file, not a folder; expected the {what} (or nothing there)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = _open_lock(folder / LOCK, os.O_RDWR | os.O_CREAT)
+    except NotALockFile as ex:
+        raise UserError(
+            f"{folder / LOCK} is not a file (a link, a FIFO or a device): the lock of a {what} "
+            "is a file of mnist-lab's own; remove it, or choose another folder"
+        ) from ex
     except OSError as ex:
         raise UserError(f"cannot write in the {what} {folder}: {ex.strerror or ex}") from ex
     # A reader (holder(), which mnist-lab-runs calls on every folder) holds a shared lock for
@@ -91,8 +98,8 @@ def holder(folder: Path) -> int | None:
     if fcntl is None:
         return None
     try:
-        fd = os.open(folder / LOCK, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+        fd = _open_lock(folder / LOCK, os.O_RDONLY)
+    except OSError:  # none, or not a lock mnist-lab made: nobody holds the folder through it
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -102,6 +109,25 @@ def holder(folder: Path) -> int | None:
         return None
     finally:
         os.close(fd)  # closing also drops a lock taken here
+
+
+class NotALockFile(OSError):
+    """Something other than a regular file where the lock file belongs."""
+
+
+def _open_lock(path: Path, flags: int) -> int:
+    """Open a lock file without following a link (a write through it would land elsewhere) or
+    blocking on a FIFO; NotALockFile for anything but a regular file."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as ex:
+        if ex.errno == errno.ELOOP:  # O_NOFOLLOW's answer for a link
+            raise NotALockFile(path) from ex
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotALockFile(path)
+    return fd
 
 
 def _read_pid(fd: int) -> int | None:

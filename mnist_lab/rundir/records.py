@@ -62,13 +62,23 @@ def write_predictions(path: Path, probabilities: dict[str, Any], labels: dict[st
 
 def read_json(path: Path) -> dict[str, Any] | None:
     """The JSON object in ``path``; None when absent, damaged or not an object."""
-    if not Path(path).is_file():  # a folder or a FIFO in its place: never block on it
-        return None
+    text = read_text(path)
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
+        data = json.loads(text) if text is not None else None
+    except (ValueError, RecursionError):  # RecursionError: nested thousands of levels deep
         return None
     return data if isinstance(data, dict) else None
+
+
+def read_text(path: Path) -> str | None:
+    """A record's text; None when it is absent, not UTF-8, or not a regular file (a FIFO or a
+    device in its place is never opened, so a reader never blocks on one)."""
+    if not Path(path).is_file():
+        return None
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 # libyaml's loader where installed: the same results, faster when listing many runs.
@@ -76,13 +86,29 @@ _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def read_yaml(path: Path) -> Any:
-    """The YAML in ``path``; None when absent or damaged."""
-    if not Path(path).is_file():
-        return None
+    """The YAML in ``path``; None when absent or damaged. mnist-lab writes no YAML anchors: a
+    file with aliases is damaged (a few hundred bytes of them can stand for billions of keys)."""
+    text = read_text(path)
     try:
-        return yaml.load(Path(path).read_text(), Loader=_SAFE_LOADER)
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        data = yaml.load(text, Loader=_SAFE_LOADER) if text is not None else None
+    except (yaml.YAMLError, RecursionError):
         return None
+    return None if _shares_nodes(data) else data
+
+
+def _shares_nodes(node: Any) -> bool:
+    """Whether a container appears twice in ``node`` (what a YAML alias loads as); each
+    container is looked at once, so this is quick however many times an alias repeats."""
+    seen: set[int] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (dict, list)):
+            if id(item) in seen:
+                return True
+            seen.add(id(item))
+            stack.extend(item.values() if isinstance(item, dict) else item)
+    return False
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -108,6 +134,19 @@ KEYS_ADDED_LATER: dict[str, Any] = {
     "trainer.embeddings": True,
     "trainer.embeddings_size": 5000,
 }
+
+
+def with_keys_added_later(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with every key of KEYS_ADDED_LATER it lacks (an older run's), as it ran."""
+    filled = json.loads(json.dumps(config))  # a deep copy of plain data
+    for key, value in KEYS_ADDED_LATER.items():
+        *parents, last = key.split(".")
+        node = filled
+        for part in parents:
+            node = node.setdefault(part, {}) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.setdefault(last, value)
+    return filled  # type: ignore[no-any-return]
 
 
 def differences(

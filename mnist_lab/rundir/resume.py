@@ -25,8 +25,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lab.core.errors import FolderRefused
-from mnist_lab.rundir import layout, records
+from mnist_lab.core.errors import FolderRefused, UserError
+from mnist_lab.rundir import judge, layout, records
 
 # What the weights mean and which data (in which order) they saw: a resume must not change it.
 # Mixed precision wraps the optimizer (loss scale): its state would not fit either.
@@ -117,6 +117,7 @@ def plan(run_dir: Path, cfg: DictConfig | dict[str, Any], *, exact: bool = False
         return NEW
     assert info.config is not None
     check_resumable(run_dir, info.config, config)
+    read_run_record(run_dir)  # refused here, before Hydra rewrites anything in the folder
     return CONTINUE
 
 
@@ -148,16 +149,46 @@ def stopping_rule_on(flat_config: dict[str, Any]) -> bool:
     )
 
 
-def check_same_data(run_dir: Path, fingerprint: str, action: str = "resume") -> None:
-    """Refuse to continue (or evaluate) a run on data other than the data it was trained on."""
-    recorded = (records.read_json(layout.run_record(run_dir)) or {}).get("data", {})
-    before = recorded.get("fingerprint") if isinstance(recorded, dict) else None
-    if before is None:
-        raise FolderRefused(
-            f"cannot {action} the run in {run_dir}: the data it was trained on is not recorded "
-            f"({layout.run_record(run_dir)} is missing or damaged), so nothing shows it is the "
-            "data named now; use another folder"
+def recorded_config(run_dir: Path) -> DictConfig:
+    """The config of a run's results (its metrics.json) or of its checkpoints (their
+    config.yaml), checked against the schemas: what eval and predict rebuild the model from."""
+    info = records.read_run(run_dir)
+    if info.config is None:
+        raise UserError(
+            f"{run_dir} has no readable config (checkpoints/config.yaml or metrics.json): "
+            "expected a run folder written by mnist-lab"
         )
+    from mnist_lab.config.checks import check_recorded  # Hydra's schemas: not for listings
+
+    source = layout.METRICS if info.finished else f"{layout.CHECKPOINTS}/{layout.SAVED_CONFIG}"
+    return check_recorded(records.with_keys_added_later(info.config), f"{run_dir}/{source}")
+
+
+def read_run_record(run_dir: Path, action: str = "resume") -> dict[str, Any]:
+    """``checkpoints/run.json``, judged (``judge.run_record_damage``): what the run trained on
+    and, once trained, its figures, which a rerun carries into metrics.json. FolderRefused
+    when it is missing or damaged: nothing else shows which data the checkpoints saw."""
+    path = layout.run_record(run_dir)
+    record = records.read_json(path)
+    damage = "missing" if not path.exists() else judge.run_record_damage(record)
+    if record is None or damage:
+        raise FolderRefused(
+            f"cannot {action} the run in {run_dir}: {path} is "
+            + ("missing" if damage == "missing" else f"damaged ({damage or 'not JSON'})")
+            + ", so nothing shows which data its checkpoints were trained on, or how; use "
+            "another folder"
+        )
+    return record
+
+
+def check_same_data(run_dir: Path, fingerprint: str, action: str = "resume") -> None:
+    """Refuse to continue (or evaluate) a run on data other than the data it was trained on:
+    a finished run's metrics.json says which, else its run.json."""
+    info = records.read_run(run_dir)
+    recorded = (info.metrics or {}).get("data") if info.finished else None
+    if not isinstance(recorded, dict) or recorded.get("fingerprint") is None:
+        recorded = read_run_record(run_dir, action)["data"]
+    before = str(recorded["fingerprint"])
     if before != fingerprint:
         raise FolderRefused(
             f"cannot {action} the run in {run_dir}: it was trained on other data "
@@ -184,6 +215,22 @@ def check_is_a_run_folder(run_dir: Path) -> None:
             f"{run_dir} holds files that are not an mnist-lab run ({shown}); expected a new or "
             "empty folder, or a run's folder"
         )
+
+
+def check_own_files(folder: Path, names: Sequence[str] = layout.OPENED_IN_PLACE) -> None:
+    """Refuse a link, FIFO or device where a file that is opened in place belongs (checked
+    before anything opens it): a write would land outside the folder, a read would block."""
+    hydra = Path(folder) / layout.HYDRA  # Hydra writes its three files in it
+    if hydra.is_symlink() or (hydra.exists() and not hydra.is_dir()):
+        raise FolderRefused(f"{hydra}: a file or a link, not a folder; remove it")
+    for name in names:
+        path = Path(folder) / name
+        if path.is_symlink() or (path.exists() and not (path.is_file() or path.is_dir())):
+            kind = "a link" if path.is_symlink() else "a FIFO, socket or device"
+            raise FolderRefused(
+                f"{path} is {kind}, not a file: a run or sweep folder holds only mnist-lab's "
+                "own files; remove it, or choose another folder"
+            )
 
 
 # ---------------------------------------------------------------- commands to paste

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_lab.core.errors import UserError
 from mnist_lab.data import Dataset
-from mnist_lab.rundir import layout, records
+from mnist_lab.rundir import judge, layout, records, resume
 
 
 def start(
@@ -33,6 +33,8 @@ def start(
     except OSError as ex:
         raise UserError(f"cannot write in {folder}: {ex.strerror or ex}") from ex
     previous = records.read_json(layout.run_record(run_dir)) or {}
+    if judge.run_record_damage(previous):
+        previous = {}  # a run that starts over (a resume was checked by resume.plan)
     records.write_json(
         layout.run_record(run_dir),
         {
@@ -51,8 +53,9 @@ def update(run_dir: Path, **fields: Any) -> None:
 
 
 def recorded_training(run_dir: Path, step: int) -> dict[str, Any]:
-    """The training figures of a run whose training ended at ``step`` in an earlier process."""
-    training = (records.read_json(layout.run_record(run_dir)) or {}).get("training") or {}
+    """The training figures of a run whose training ended at ``step`` in an earlier process
+    (judged first: a damaged figure is never carried into metrics.json)."""
+    training = resume.read_run_record(run_dir).get("training") or {}
     if training.get("step") == step:
         return {k: v for k, v in training.items() if k != "stop"}
     return {

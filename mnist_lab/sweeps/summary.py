@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mnist_lab.core.console import console
+from mnist_lab.core.console import console, error_line
+from mnist_lab.core.errors import EXIT_USER_ERROR, UserError
 from mnist_lab.core.files import replacing
 from mnist_lab.rundir import layout, records, resume
 from mnist_lab.rundir.records import FAILED, FINISHED, INTERRUPTED, PRUNED, RUNNING
@@ -259,7 +260,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         parser.error(f"not a directory: {args.sweep_dir}")
-    ranked = summarize(args.sweep_dir)
+    try:
+        ranked = summarize(args.sweep_dir)
+    except UserError as ex:
+        error_line(str(ex))
+        raise SystemExit(EXIT_USER_ERROR) from None
     raise SystemExit(0 if all_done(ranked) else 1)
 
 

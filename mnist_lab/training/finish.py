@@ -35,7 +35,8 @@ def reuse_finished(run_dir: Path, data: Dataset) -> dict[str, Any]:
         )
     log.info("this run already finished; its results: %s", run_dir / layout.METRICS)
     results = {s: SplitResult.from_dict(metrics[s]) for s in layout.SPLITS}
-    print_report(results, title(metrics))
+    # An older mnist-lab's metrics.json has no config: its checkpoints/config.yaml is the one.
+    print_report(results, title(metrics, records.read_run(run_dir).config))
     log_stop(metrics)
     return metrics
 
@@ -136,9 +137,11 @@ def _write_predictions(path: Path, data: Dataset, evaluated: dict[str, Any]) -> 
     )
 
 
-def title(metrics: dict[str, Any]) -> str:
-    config = metrics["config"]
-    return f"{config['model']['name']} on {config['data']['name']}, step {metrics['step']}"
+def title(metrics: dict[str, Any], config: dict[str, Any] | None = None) -> str:
+    """``cnn on mnist, step 1600``: of ``config``, by default the one in ``metrics``."""
+    config = metrics.get("config") if config is None else config
+    model, data = records.metric(config, "model.name"), records.metric(config, "data.name")
+    return f"{model} on {data}, step {metrics['step']}"
 
 
 def log_stop(metrics: dict[str, Any]) -> None:
