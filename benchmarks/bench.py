@@ -5,7 +5,7 @@ Runs everything in one go on this machine, prints a table and writes JSON:
     .venv/bin/python benchmarks/bench.py                  # everything (about 20 minutes)
     .venv/bin/python benchmarks/bench.py --only startup   # one part: throughput, accuracy,
                                                           # input, levers, startup, sweep,
-                                                          # time_to_accuracy, seeds
+                                                          # frontier (frontier.py), seeds
 
 mnist-lab is always run through its real CLI with default settings, summaries and checkpoints
 on, exactly as a user runs it. The plain-Keras baseline is the script a capable user would
@@ -236,53 +236,11 @@ def bench_accuracy(workdir: Path) -> dict:
     return out
 
 
-# Time to a validation target with trainer.target_precision, over seeds. Evaluations every 100
-# steps (the presets evaluate every 800 and 200): the stop can only fall on an evaluation, and
-# evaluation time is not in the training seconds.
-TARGET_CASES = {"cnn_fast": ["experiment=cnn_fast"], "default": []}
-TARGETS = (0.99, 0.992)
-TARGET_SEEDS = (0, 1, 2)
+def bench_frontier(workdir: Path) -> dict:
+    """Time to validation targets 99.0-99.6% over seeds: benchmarks/frontier.py."""
+    from frontier import frontier  # this folder is on sys.path when bench.py runs
 
-
-def bench_time_to_accuracy(workdir: Path) -> dict:
-    out: dict = {}
-    for name, overrides in TARGET_CASES.items():
-        for target in TARGETS:
-            runs = []
-            for seed in TARGET_SEEDS:
-                m = mnist_lab(
-                    [*overrides, f"seed={seed}", "trainer.eval_every=100",
-                     f"trainer.target_precision={target}"],
-                    workdir,
-                    f"target-{name}-{target}-{seed}",
-                )  # fmt: skip
-                reached = m["stop"]["target"]
-                runs.append(
-                    {
-                        "seed": seed,
-                        "reached": reached["reached"],
-                        "step": reached["step"],
-                        "training_seconds": reached["training_seconds"],
-                        "wall_seconds_to_target": reached["wall_seconds"],
-                        "process_seconds": m["process_seconds"],
-                        "test_precision": m["test"]["precision"],
-                        "validation_precision": m["validation"]["precision"],
-                    }
-                )
-            done = [r for r in runs if r["reached"]]
-
-            def median(key: str, done: list = done) -> float | None:
-                return statistics.median(r[key] for r in done) if done else None
-
-            out[f"{name}@{target}"] = {
-                "reached": f"{len(done)}/{len(runs)}",
-                "median_training_seconds": median("training_seconds"),
-                "median_process_seconds": median("process_seconds"),
-                "median_test_precision": median("test_precision"),
-                "median_step": median("step"),
-                "runs": runs,
-            }
-    return out
+    return frontier(workdir)
 
 
 # Presets over seeds, in both precisions where the preset asks for bfloat16: the README's
@@ -447,7 +405,7 @@ PARTS = {
     "input": bench_input,
     "levers": bench_levers,
     "accuracy": bench_accuracy,
-    "time_to_accuracy": bench_time_to_accuracy,
+    "frontier": bench_frontier,
     "seeds": bench_seeds,
     "startup": bench_startup,
     "sweep": bench_sweep,
