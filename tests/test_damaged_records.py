@@ -7,7 +7,9 @@ before. The runs are copies of the session's trained run (tests/conftest.py: TRA
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -94,6 +96,11 @@ def test_damaged_records_are_listed_as_damaged_in_valid_json_never_ranked(
     for name, change in damages.items():
         edit_json(copy_of(trained_run, runs, name) / "metrics.json", change)
     (copy_of(trained_run, runs, "deep") / "metrics.json").write_text(DEEP)
+    # Deep, but not past the recursion limit: every later walk of it (asdict, json) would be.
+    edit_json(
+        copy_of(trained_run, runs, "600 deep") / "metrics.json",
+        lambda m: m["config"].update(x=json.loads("[" * 600 + "]" * 600)),
+    )
     # Interrupted runs, whose config comes from checkpoints/config.yaml.
     for name, text in (("yaml nan", "seed: .nan\n"), ("alias bomb", ALIAS_BOMB)):
         run_dir = copy_of(trained_run, runs, name)
@@ -105,7 +112,7 @@ def test_damaged_records_are_listed_as_damaged_in_valid_json_never_ranked(
     assert "Traceback" not in listed.stderr
     by_name = {Path(r["dir"]).name: r for r in strict_json(listed.stdout)}
     assert by_name["sound"]["status"] == "finished"
-    for name in [*damages, "deep"]:
+    for name in [*damages, "deep", "600 deep"]:
         assert by_name[name]["status"] == "interrupted", name
         assert by_name[name]["metrics"] is None, name
         assert by_name[name]["damaged"].startswith("metrics.json is damaged"), name
@@ -113,6 +120,10 @@ def test_damaged_records_are_listed_as_damaged_in_valid_json_never_ranked(
     assert "machine.cores is nan" in by_name["NaN in machine"]["damaged"]
     assert by_name["yaml nan"]["config"]["seed"] == "nan"  # strict JSON, the value still said
     assert by_name["alias bomb"]["config"] is None  # not expanded, not believed
+
+    table = run_tool("mnist-lab-runs", [str(runs), "--csv"], tmp_path, timeout=60)
+    rows = {Path(r["dir"]).name: r for r in csv.DictReader(io.StringIO(table.stdout))}
+    assert "machine.cores is nan" in rows["NaN in machine"]["error"]  # as the table says it
 
     best = run_tool("mnist-lab-runs", ["best", str(runs)], tmp_path, timeout=60)
     assert best.returncode == 0, best.stderr
@@ -251,6 +262,24 @@ def test_eval_reads_around_a_fifo_state_file(trained_run: Path, tmp_path: Path) 
 
 
 # ---------------------------------------------------------------- the recorded config
+
+
+def test_a_config_recorded_before_todays_checks_is_still_evaluated(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    """A search trial without a validation split: a new run with these values is refused
+    today (the metric cannot exist), a run recorded with them is still read and evaluated."""
+    run_dir = copy_of(trained_run, tmp_path)
+    edit_json(
+        run_dir / "metrics.json",
+        lambda m: (
+            m["config"].update(optimized_metric="validation.precision")
+            or m["config"]["data"].update(validation_size=0)
+        ),
+    )
+    result = run_tool("mnist-lab-eval", [str(run_dir), "--split", "test"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert read_json(run_dir / "eval.json")["test"]["num_examples"] == 1000
 
 
 @pytest.mark.parametrize(

@@ -427,6 +427,24 @@ def test_a_damaged_run_record_refuses_the_resume(tmp_path: Path) -> None:
     assert_one_error_line(result, "checkpoints/run.json is damaged (not a JSON object)")
 
 
+def test_a_run_that_fails_once_its_data_is_loaded_is_listed_failed(tmp_path: Path) -> None:
+    """Values that fit only the data actually read (a user's files): the run is failed, with
+    why, in every listing, not interrupted with a resume command that fails again."""
+    write_idx(tmp_path / "digits", seed=0)  # 1,200 training images, 1,000 after validation
+    run_dir = tmp_path / "run"
+    args = [*MY_DATA, f"data.dir={tmp_path / 'digits'}", f"hydra.run.dir={run_dir}"]
+    result = run_cli([*args, "trainer.batch_size=1100"], cwd=tmp_path)
+    assert_one_error_line(result, "trainer.batch_size=1100 is not valid: expected at most the 1000")
+    listed = run_tool("mnist-lab-runs", [str(run_dir), "--json"], tmp_path)
+    (run,) = json.loads(listed.stdout)
+    assert run["status"] == "failed" and "batch_size=1100" in run["error"], run
+    assert run["resume"] is None
+    # Values that fit: the same folder trains, and the failure is gone.
+    assert run_cli(args, cwd=tmp_path).returncode == 0
+    listed = run_tool("mnist-lab-runs", [str(run_dir), "--json"], tmp_path)
+    assert json.loads(listed.stdout)[0]["status"] == "finished"
+
+
 def test_ctrl_c_in_a_jobs_last_step_stops_the_sweep(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     result = subprocess.run(

@@ -387,12 +387,21 @@ def test_a_damaged_journal_line_anywhere_is_named_and_nothing_is_written(
     # The job folders of the trials that were lost are moved aside, not deleted.
     # Outside the sweep folder: inside it they would be listed and ranked as its jobs.
     lost = sweep_dir.with_name(f"{sweep_dir.name}.lost-trials")
-    assert sorted(p.name for p in lost.iterdir()), error
+    assert sorted(p.name for p in lost.glob("*/*")), error  # <time>/<trial>
     again = search(sweep_dir, *FAILING, "hydra.sweeper.n_trials=4")
     assert again.returncode == 1, again.stdout[-3000:] + again.stderr[-3000:]  # a failing trial
     assert len(study_of(sweep_dir).trials) == 4
     counts = summary_of(sweep_dir)["counts"]  # the four trials, and no folder moved aside
     assert counts["finished"] + counts["failed"] == sum(counts.values()) == 4
+
+    # A journal that went through Windows ("\r\n") is read as Optuna reads it: no damage.
+    crlf = tmp_path / "crlf"
+    shutil.copytree(source, crlf)
+    journal_bytes = b"".join(lines)
+    (crlf / "optuna.journal").write_bytes(journal_bytes.replace(b"\n", b"\r\n"))
+    kept = search(crlf, *FAILING, "hydra.sweeper.n_trials=4")
+    assert kept.returncode == 1, kept.stdout[-3000:] + kept.stderr[-3000:]  # its failed trial
+    assert "error:" not in kept.stderr and len(study_of(crlf).trials) == 4
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,8 @@ from mnist_lab.core.files import replacing
 from mnist_lab.rundir import layout
 
 _KNOWN = {op.value for op in JournalOperation}
-# Beside the sweep folder (``<sweep>.lost-trials``), where the refusal's command moves the job
-# folders of trials the kept lines do not hold: inside it they would be listed as its jobs.
+# Beside the sweep folder (``<sweep>.lost-trials/<time>/``), where the refusal's command moves
+# the job folders of trials the kept lines do not hold: inside it they would be its jobs.
 LOST = ".lost-trials"
 # Beside the journal: the bytes of an unfinished last line that repair_journal cut.
 UNFINISHED = ".unfinished"
@@ -76,11 +77,13 @@ def check_journal(path: Path, sweep_dir: Path, study_name: str) -> None:
         *lines, unfinished = path.read_bytes().split(b"\n")
     except OSError as ex:
         raise UserError(f"cannot read the study journal {path}: {ex.strerror or ex}") from ex
-    if b"\r" in unfinished:  # other line ends: a file written by something else
+    if b"\r" in unfinished.rstrip(b"\r"):  # lines ended by "\r" alone: not Optuna's file
         lines.append(unfinished)
     replay = JournalStorageReplayResult("mnist-lab-check-")
     for number, line in enumerate(lines, start=1):
-        damage = _damage(line) if b"\r" not in line else "lines ended by carriage returns"
+        # "\r\n" (a journal that went through Windows) is whitespace to JSON, and to Optuna.
+        bare_cr = b"\r" in line.rstrip(b"\r")
+        damage = "lines ended by carriage returns" if bare_cr else _damage(line)
         if damage is None:
             try:
                 replay.apply_logs([json.loads(line)])
@@ -126,7 +129,9 @@ def _refusal(path: Path, number: int, damage: str, sweep_dir: Path, lost: list[s
     quoted, kept = shlex.quote(str(path)), shlex.quote(f"{path}.readable")
     keep = f"head -n {number - 1} {quoted} > {kept} && mv {kept} {quoted}"
     if lost:
-        aside = shlex.quote(str(sweep_dir.with_name(sweep_dir.name + LOST)))
+        # A folder of its own each time: a second repair never meets the first one's folders.
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        aside = shlex.quote(str(sweep_dir.with_name(sweep_dir.name + LOST) / stamp))
         folders = " ".join(shlex.quote(str(sweep_dir / name)) for name in lost)
         keep += f" && mkdir -p {aside} && mv {folders} {aside}/"
     return (

@@ -15,7 +15,14 @@ from pathlib import Path
 from mnist_lab.commands import run_command
 from mnist_lab.core.errors import UserError
 from mnist_lab.rundir import records, resume
-from mnist_lab.rundir.layout import BEST, CHECKPOINTS, EVAL, SPLITS, STATE_FILE
+from mnist_lab.rundir.layout import (
+    BEST,
+    CHECKPOINTS,
+    EVAL,
+    SPLITS,
+    STATE_FILE,
+    checkpoint_steps,
+)
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,7 @@ def locate(path: Path, best: bool = False) -> Target:
         return locate(path / CHECKPOINTS, best)
     if (path / STATE_FILE).is_file() or (path / BEST).is_dir():
         folder = path / BEST if best and path.name != BEST else path
-        if best and not any(folder.glob("*.index")):  # no TensorFlow yet: the files say
+        if best and not checkpoint_steps(folder):  # no TensorFlow yet: the files say
             _no_best(_run_of(folder), folder)
         return Target(_run_of(folder), folder)
     if path.with_name(path.name + ".index").is_file():
@@ -48,16 +55,17 @@ def locate(path: Path, best: bool = False) -> Target:
 
 
 def _no_best(run_dir: Path, folder: Path) -> None:
-    """Why a run has no best checkpoint: no validation split to choose one, or none saved yet."""
-    config = records.read_run(run_dir).config or {}
-    data = config.get("data") if isinstance(config, dict) else None
-    if isinstance(data, dict) and data.get("validation_size") == 0:
+    """Why a run has no best checkpoint: no validation split to choose one, a finished run's
+    that is gone, or none saved yet."""
+    info = records.read_run(run_dir)
+    data = records.metric(info.config, "data.validation_size")
+    if data == 0:
         raise UserError(
             f"no best checkpoint in {run_dir}: the run has no validation split "
             "(data.validation_size=0), and the best is chosen on it; evaluate its last "
             "checkpoint without --best"
         )
-    if records.read_run(run_dir).finished:
+    if info.finished:
         raise UserError(
             f"no best checkpoint in {folder}: the run kept one and it is not there (deleted?); "
             "evaluate its last checkpoint without --best"

@@ -144,6 +144,7 @@ class SweepSummary(Callback):
         # _or_exit: a summary that cannot be written (a folder where summary.json belongs, a
         # full disk) is one error line, not Hydra's warning and a status 0.
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        os.environ.pop(SWEEP_PID_ENV, None)  # its workers are done: later children are not
         ranked = _or_exit(summarize, sweep_dir, expected=grid_jobs(config) or [])
         if not all_done(ranked):
             # SystemExit, like ValidateConfig: Hydra would turn an Exception into a warning.

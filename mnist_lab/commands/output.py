@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import signal
 import sys
 from typing import Any
 
@@ -117,6 +118,6 @@ def lost_output_status(stdout: GuardedStdout, status: int) -> int:
     if failure is None:
         return status
     if failure.errno == errno.EPIPE:
-        return status or 128 + 13  # SIGPIPE, as a shell tool's
+        return status or 128 + signal.SIGPIPE  # as a shell tool's
     error_line(f"cannot write the standard output: {failure.strerror or failure}")
     return status or EXIT_NO_ROOM

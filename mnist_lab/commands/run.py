@@ -79,6 +79,8 @@ def job(cfg: DictConfig) -> Any:
         # Logged here, in the run's log file; Refused passes through Hydra's job runner, which
         # would otherwise add its own "Error executing job" report.
         log.error("%s", ex, extra=FILE_ONLY)
+        if not isinstance(ex, FolderRefused):  # a refused folder is not this run's to mark
+            _record_failure(run_dir, ex)
         raise Refused(ex) from None
 
 
@@ -120,13 +122,21 @@ def sweep_job(cfg: DictConfig, run_dir: Path, overrides: Sequence[str]) -> dict[
             log.error("job failed: %s", ex)
         else:
             log.exception("job failed: %s", ex)
-        if not records.read_run(run_dir).finished:  # a finished job's folder is not touched
-            error = {"error": " ".join(str(ex).split()), "type": type(ex).__name__}
-            try:
-                records.write_json(run_dir / layout.ERROR, error)
-            except UserError as write_error:
-                log.error("%s", write_error)
+        _record_failure(run_dir, ex)
         return None
+
+
+def _record_failure(run_dir: Path, ex: Exception) -> None:
+    """``error.json``: the run failed (diverged, bad data, values that only fail once the data
+    is loaded), so every listing says ``failed`` with why, not ``interrupted`` with a resume
+    command that would fail again. A rerun removes it (run_record.start)."""
+    if records.read_run(run_dir).finished:  # a finished run's folder is not touched
+        return
+    error = {"error": " ".join(str(ex).split()), "type": type(ex).__name__}
+    try:
+        records.write_json(run_dir / layout.ERROR, error)
+    except UserError as write_error:
+        log.error("%s", write_error)
 
 
 def objective(cfg: DictConfig, metrics: dict[str, Any] | None) -> Any:

@@ -172,7 +172,7 @@ def write_csv(found: list[Run]) -> None:
         values = [run.dir, run.status, run.started, run.duration, run.step]
         values += [table.value(run.differs[k]) if k in run.differs else None for k in keys]
         values += [run.get(k) for k in listing.METRIC_KEYS]
-        values += [run.pid, run.error, run.resume, " ".join(run.overrides)]
+        values += [run.pid, run.error or run.damaged, run.resume, " ".join(run.overrides)]
         writer.writerow(["" if v is None else v for v in values])
 
 

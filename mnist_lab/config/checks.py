@@ -75,6 +75,12 @@ def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Check every value Hydra's types cannot judge; raise UserError naming the key."""
+    _check_values(cfg)
+    _check_new_run(cfg)
+
+
+def _check_values(cfg: DictConfig) -> None:
+    """What any run's config must be, the recorded config of a finished run too."""
     _check_known_keys(cfg)
     for group in ("model", "optimizer", "data", "trainer"):
         _check_finite(cfg[group], group)
@@ -83,7 +89,6 @@ def validate(cfg: DictConfig) -> None:
     _check_model(cfg.model)
     _check_data(cfg.data)
     _check_stopping(cfg.trainer, cfg.data)
-    _check_batch_fits(cfg.trainer, cfg.data)
     _int("seed", cfg.seed, 0, 2**32 - 1)
     if cfg.optimized_metric is not None:
         split, _, name = cfg.optimized_metric.partition(".")
@@ -94,7 +99,14 @@ def validate(cfg: DictConfig) -> None:
                 "null or <train|validation>.<precision|loss> (the test split is never for "
                 "selection)",
             )
-        if split == "validation" and cfg.data.validation_size == 0:
+
+
+def _check_new_run(cfg: DictConfig) -> None:
+    """Values that only fail together, refused before a new run starts (runs recorded before
+    these checks existed are still read, evaluated and listed)."""
+    _check_batch_fits(cfg.trainer, cfg.data)
+    if cfg.optimized_metric is not None:
+        if cfg.optimized_metric.startswith("validation.") and cfg.data.validation_size == 0:
             # A sweep or search would rank by a figure no job can have.
             _fail(
                 "optimized_metric",
@@ -105,7 +117,10 @@ def validate(cfg: DictConfig) -> None:
 
 def _check_batch_fits(t: DictConfig, d: DictConfig) -> None:
     """A batch larger than the training split, refused before a run folder is written (the
-    pipeline checks again once the data is loaded: a user's files may hold fewer examples)."""
+    pipeline checks again once the data is loaded: a user's files, ``data.dir``, may hold
+    another number of examples, so only the pipeline judges those)."""
+    if d.get("dir") is not None:
+        return
     total = d.train_size if d.name == "fake" else MNIST_TRAIN_FILE_SIZE
     train = total - d.validation_size
     if d.train_limit is not None:
@@ -296,7 +311,7 @@ def check_recorded(config: Any, source: str) -> DictConfig:
             typed[group] = OmegaConf.structured(schema)
         cfg = OmegaConf.merge(OmegaConf.structured(Config), typed, config)
         assert isinstance(cfg, DictConfig)
-        validate(cfg)
+        _check_values(cfg)
     except UserError as ex:
         raise UserError(f"{source} holds a damaged config: {ex}") from None
     except Exception as ex:  # OmegaConf's type errors, and whatever a wrong shape raises

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from mnist_lab.core.errors import UserError
+from mnist_lab.listing.folders import is_run_folder
 from mnist_lab.rundir import layout, records
 
 # How far a row's probabilities may sum from 1: float32 softmax rounding is about 1e-6.
@@ -80,14 +81,10 @@ def find_runs(paths: Sequence[Path]) -> tuple[list[records.RunInfo], list[Skippe
     return finished, skipped
 
 
-def _is_run(path: Path) -> bool:
-    """A run folder (a single run or a sweep's job), as the ensemble reads folders."""
-    return (path / layout.HYDRA).is_dir() or (path / layout.METRICS).is_file()
-
-
 def _run_dirs(path: Path) -> list[Path]:
-    """``path`` itself when it is a run folder, else the job folders of the sweep it holds."""
-    if _is_run(path):
+    """``path`` itself when it is a run folder, else the job folders of the sweep it holds (an
+    ensemble's own folder holds a metrics.json, and is neither)."""
+    if is_run_folder(path):
         return [path]
     jobs = layout.job_dirs(path)  # in the sweep summary's order
     if not jobs:

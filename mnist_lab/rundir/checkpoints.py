@@ -210,7 +210,8 @@ def restore_model(model: keras.Model, path: str) -> int:
 
 
 def checkpoint_files(folder: Path) -> list[str]:
-    """The checkpoint prefixes in ``folder``, oldest first, from the ``ckpt-N.index`` files."""
+    """The checkpoint prefixes in ``folder``, oldest first: each ``ckpt-N`` with its index and
+    its data file (``layout.checkpoint_steps``)."""
     return [str(Path(folder) / f"{CHECKPOINT_PREFIX}-{s}") for s in checkpoint_steps(folder)]
 
 

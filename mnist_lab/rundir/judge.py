@@ -1,14 +1,15 @@
-"""Whether a run's records can be believed: the one rule for ``metrics.json`` that resume, the
-sweep summary, the search, ``mnist-lab-runs``, ``mnist_lab.runs()`` and the ensemble all apply
-(through ``records.read_run``), so none of them shows or ranks a record another refuses; and
-the same rule for ``checkpoints/run.json``, whose training figures a rerun carries into it.
+"""Whether a run's records can be believed: the one rule for a run's ``metrics.json`` that
+resume, the sweep summary, the search, ``mnist-lab-runs``, ``mnist_lab.runs()`` and the
+ensemble's members all apply (through ``records.read_run``), so none of them shows or ranks a
+record another refuses; and the same rule for ``checkpoints/run.json``, whose training figures
+a rerun carries into it.
 
 mnist-lab writes every field below with one type; a file where one has another (a number
 where a time belongs, a string where a number belongs), a number that is NaN or infinite
 anywhere in it, a precision that is not a number in [0, 1] or disagrees with its split's
-counts, is damaged: none of its figures is shown, ranked or chosen. Every mnist-lab that wrote
-results recorded their ``step``: without it a record is damaged. Another field absent (a run
-made by an older mnist-lab: before 2026-11-23, ``config`` too) or null is not damage.
+counts, is damaged: none of its figures is shown, ranked or chosen. Every mnist-lab recorded a
+``step`` and each split's counts: without them a record is damaged. Another field absent (a
+run made by an older mnist-lab: before 2026-11-23, ``config`` too) or null is not damage.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _seconds(value: Any) -> bool:
     return is_number(value) and value >= 0
 
 
-def _strings(value: Any) -> bool:
+def is_strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
@@ -66,7 +67,7 @@ _FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("train_examples_per_second", _seconds, "a number >= 0"),
     ("loop_examples_per_second", _seconds, "a number >= 0"),
     ("resumed_from_step", _count, "a step (an integer >= 0)"),
-    ("overrides", _strings, "a list of strings"),
+    ("overrides", is_strings, "a list of strings"),
     ("config", lambda v: isinstance(v, dict), "an object"),
     ("machine", lambda v: isinstance(v, dict), "an object"),
     ("data", lambda v: isinstance(v, dict), "an object"),
@@ -95,7 +96,7 @@ _STOP_REQUIRED = ("stop.reason", "stop.step", "stop.best_step")
 # checkpoints/run.json: what the run is (written first), and its training figures once trained.
 _RECORD_FIELDS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("started", lambda v: iso_seconds(v) is not None, "an ISO 8601 time"),
-    ("overrides", _strings, "a list of strings"),
+    ("overrides", is_strings, "a list of strings"),
     ("data", lambda v: isinstance(v, dict), "an object"),
     ("data.name", lambda v: isinstance(v, str), "a string"),
     ("data.location", lambda v: isinstance(v, str), "a string"),

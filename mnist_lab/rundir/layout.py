@@ -14,7 +14,7 @@
       model.keras               the trained model, for plain Keras
       predictions.npz           each split's labels and predicted probabilities (for ensembles)
       metrics.json              the results and the config that produced them: written last,
-                                so a run is finished exactly when it exists
+                                so a run is finished exactly when it exists (and is sound)
       error.json                a sweep job that failed
       pruned.json               a search trial stopped early by the pruner
       eval.json                 what mnist-lab-eval wrote

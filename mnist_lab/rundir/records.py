@@ -26,7 +26,7 @@ import yaml
 
 from mnist_lab.core.files import replacing
 from mnist_lab.rundir import layout, locks
-from mnist_lab.rundir.judge import is_int, iso_seconds, metrics_damage
+from mnist_lab.rundir.judge import is_int, is_strings, iso_seconds, metrics_damage
 from mnist_lab.rundir.judge import metric as metric  # records.metric, as everything reads it
 
 RUNNING, FINISHED, PRUNED, FAILED, INTERRUPTED = (
@@ -67,7 +67,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
         data = json.loads(text) if text is not None else None
     except (ValueError, RecursionError):  # RecursionError: nested thousands of levels deep
         return None
-    return data if isinstance(data, dict) else None
+    return data if isinstance(data, dict) and _plain_tree(data) else None
 
 
 def read_text(path: Path) -> str | None:
@@ -93,22 +93,28 @@ def read_yaml(path: Path) -> Any:
         data = yaml.load(text, Loader=_SAFE_LOADER) if text is not None else None
     except (yaml.YAMLError, RecursionError):
         return None
-    return None if _shares_nodes(data) else data
+    return data if _plain_tree(data) else None
 
 
-def _shares_nodes(node: Any) -> bool:
-    """Whether a container appears twice in ``node`` (what a YAML alias loads as); each
-    container is looked at once, so this is quick however many times an alias repeats."""
+# How deep a record nests: mnist-lab's own go about five levels down; far deeper is damage
+# that would exhaust Python's recursion in whatever walks it next (asdict, json.dumps).
+MAX_DEPTH = 64
+
+
+def _plain_tree(node: Any) -> bool:
+    """A record as mnist-lab writes one: no container twice in it (what a YAML alias loads
+    as) and at most MAX_DEPTH levels. Each container is looked at once, without recursion."""
     seen: set[int] = set()
-    stack = [node]
+    stack = [(node, 0)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, (dict, list)):
-            if id(item) in seen:
-                return True
+            if id(item) in seen or depth > MAX_DEPTH:
+                return False
             seen.add(id(item))
-            stack.extend(item.values() if isinstance(item, dict) else item)
-    return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return True
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -202,7 +208,7 @@ def read_run(run_dir: Path) -> RunInfo:
     metrics = read_json(run_dir / layout.METRICS)
     damaged = metrics_damage(metrics) if metrics is not None else None
     if metrics is None and (run_dir / layout.METRICS).exists():
-        damaged = "not a JSON object (truncated, or not JSON)"
+        damaged = "not a JSON object as mnist-lab writes one (truncated, not JSON, nested too deep)"
     if damaged is not None:
         metrics = None  # not a result anybody may show
     record = read_json(layout.run_record(run_dir)) or {}
@@ -249,7 +255,7 @@ def _time(value: Any) -> str | None:
 
 def _string_list(value: Any) -> list[str]:
     # Overrides are strings; a list of anything else is a damaged file, not a command line.
-    return list(value) if isinstance(value, list) and all(isinstance(v, str) for v in value) else []
+    return list(value) if is_strings(value) else []
 
 
 def _latest_checkpoint_step(run_dir: Path) -> int | None:

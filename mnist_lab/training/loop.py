@@ -7,8 +7,9 @@ and steps per call is one compiled loop.
 
 A run ends all or nothing: the final evaluation, the summaries, ``model.keras`` and the
 predictions are written first and ``metrics.json`` last, so a run is finished exactly when
-``metrics.json`` exists. A run stopped anywhere before that (kill -9, Ctrl-C, a full disk)
-is completed by running the same command again, with the same results.
+``metrics.json`` exists (and is sound: ``rundir/judge.py``). A run stopped anywhere before
+that (kill -9, Ctrl-C, a full disk) is completed by running the same command again, with the
+same results.
 """
 
 from __future__ import annotations
